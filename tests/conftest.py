@@ -1,0 +1,25 @@
+"""Shared test fixtures: where the read-only datasets live, and a quiet logger."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+MED = DATASETS / "Regurgitation-YOLODataset-1new"
+COCO128 = DATASETS / "coco128"
+
+
+@pytest.fixture(scope="session")
+def med_root() -> Path:
+    if not MED.is_dir():
+        pytest.fail(f"the med dataset is expected at {MED} (../shared/datasets beside the repo)")
+    return MED
+
+
+@pytest.fixture(scope="session")
+def coco128_root() -> Path:
+    if not COCO128.is_dir():
+        pytest.fail(f"coco128 is expected at {COCO128} (../shared/datasets beside the repo)")
+    return COCO128
