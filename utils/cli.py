@@ -1,0 +1,68 @@
+"""The one argument parser every train*.py shares: YOLOv5's flags, names and defaults."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from utils.paths import ROOT
+
+
+def train_parser(description: str = "Train a YOLOv5-compatible detector") -> argparse.ArgumentParser:
+    """Parser with YOLOv5 train.py flags; train_*.py scripts add their own flags to it."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--weights", type=str, default="", help="initial weights path ('' = from scratch; never downloads)")
+    p.add_argument("--cfg", type=str, default="", help="model.yaml path (default models/yolov5s.yaml)")
+    p.add_argument("--data", type=str, default=str(ROOT / "data" / "synthetic.yaml"),
+                   help="dataset.yaml path (default: a small synthetic dataset generated offline)")
+    p.add_argument("--hyp", type=str, default=str(ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"), help="hyperparameters path")
+    p.add_argument("--epochs", type=int, default=100, help="total training epochs")
+    p.add_argument("--batch-size", type=int, default=16, help="total batch size")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="train, val image size (pixels)")
+    p.add_argument("--rect", action="store_true", help="rectangular training")
+    p.add_argument("--resume", nargs="?", const=True, default=False, help="resume most recent training")
+    p.add_argument("--nosave", action="store_true", help="only save final checkpoint")
+    p.add_argument("--noval", action="store_true", help="only validate final epoch")
+    p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
+    p.add_argument("--noplots", action="store_true", help="save no plot files")
+    p.add_argument("--evolve", type=int, nargs="?", const=300, help="not supported in this project")
+    p.add_argument("--cache", type=str, nargs="?", const="ram", help="image --cache ram/disk")
+    p.add_argument("--image-weights", action="store_true", help="not supported in this project")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    p.add_argument("--multi-scale", action="store_true", help="not supported in this project")
+    p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
+    p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
+    p.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm, only available in DDP mode")
+    p.add_argument("--workers", type=int, default=8, help="max dataloader workers (per RANK in DDP mode)")
+    p.add_argument("--project", default=str(ROOT / "runs" / "train"), help="save to project/name")
+    p.add_argument("--name", default="exp", help="save to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--quad", action="store_true", help="not supported in this project")
+    p.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="Label smoothing epsilon")
+    p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
+    p.add_argument("--freeze", nargs="+", type=int, default=[0], help="Freeze layers: backbone=10, first3=0 1 2")
+    p.add_argument("--save-period", type=int, default=-1, help="Save checkpoint every x epochs (disabled if < 1)")
+    p.add_argument("--seed", type=int, default=0, help="Global training seed")
+    p.add_argument("--deterministic", action="store_true", help="use deterministic algorithms (slower)")
+    p.add_argument("--local_rank", type=int, default=-1, help="not supported yet (single process)")
+    p.add_argument("--trust-weights", action="store_true",
+                   help="allow --weights files that need arbitrary unpickling (only for files you trust)")
+    return p
+
+
+UNSUPPORTED_FLAGS = {"evolve": None, "image_weights": False, "multi_scale": False, "quad": False}
+
+
+def check_unsupported(opt: argparse.Namespace) -> None:
+    """Refuse YOLOv5 flags this project accepts for compatibility but does not implement yet."""
+    for name, default in UNSUPPORTED_FLAGS.items():
+        if getattr(opt, name, default) not in (default, False, None):
+            raise SystemExit(f"--{name.replace('_', '-')} is not supported by this project yet")
+
+
+def resolve_path(path: str) -> str:
+    """A path as given if it exists, else relative to the repository root (YOLOv5 resolves files there too)."""
+    if not path or Path(path).exists():
+        return path
+    candidate = ROOT / path
+    return str(candidate) if candidate.exists() else path

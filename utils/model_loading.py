@@ -1,0 +1,21 @@
+"""Rebuild a ready-to-run model from one of this project's checkpoints (val.py, detect.py, end of training)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from models.yolo import DetectionModel
+from utils.checkpoints import inference_state, load_checkpoint
+
+
+def load_inference_model(weights: str | Path, device: torch.device, trust: bool = False, fuse: bool = True) -> tuple[DetectionModel, dict]:
+    """Model in eval mode (EMA weights, Conv+BN fused) and its checkpoint dict."""
+    ckpt = load_checkpoint(weights, trust=trust)
+    model = DetectionModel(ckpt["model_yaml"], nc=len(ckpt["names"]))
+    model.load_state_dict(inference_state(ckpt))
+    model.names = {int(k): v for k, v in ckpt["names"].items()}
+    model.to(device).eval()
+    if fuse:
+        model.fuse()
+    return model, ckpt

@@ -1,0 +1,93 @@
+"""Validate a trained detector on a dataset split and print YOLOv5's table.
+
+    python val.py --weights runs/train/exp/weights/best.pt --data data/coco128.yaml --img 320
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from utils.checkpoints import CheckpointError
+from utils.cli import resolve_path
+from utils.dataloaders import create_dataloader
+from utils.dataset_yaml import DatasetError, check_dataset
+from utils.engine import check_img_size
+from utils.logger import LOGGER
+from utils.model_loading import load_inference_model
+from utils.paths import ROOT, increment_path
+from utils.synthetic import ensure_synthetic
+from utils.torch_utils import select_device
+from utils.validation import DetectionResult, evaluate
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Validate a YOLOv5-compatible detector")
+    p.add_argument("--data", type=str, default=str(ROOT / "data" / "synthetic.yaml"), help="dataset.yaml path")
+    p.add_argument("--weights", nargs="+", type=str, required=True, help="model path(s)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
+    p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
+    p.add_argument("--task", default="val", choices=["train", "val", "test", "speed"], help="train, val, test or speed")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
+    p.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
+    p.add_argument("--augment", action="store_true", help="not supported in this project")
+    p.add_argument("--verbose", action="store_true", help="report mAP by class")
+    p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
+    p.add_argument("--save-hybrid", action="store_true", help="not supported in this project")
+    p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    p.add_argument("--save-json", action="store_true", help="save a COCO-JSON results file")
+    p.add_argument("--project", default=str(ROOT / "runs" / "val"), help="save to project/name")
+    p.add_argument("--name", default="exp", help="save to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
+    p.add_argument("--trust-weights", action="store_true", help="allow weights that need arbitrary unpickling")
+    return p.parse_args(argv)
+
+
+def run(opt: argparse.Namespace) -> list[DetectionResult]:
+    """Validate each --weights file; returns one result per file."""
+    if opt.augment or opt.save_hybrid:
+        raise SystemExit("--augment and --save-hybrid are not supported by this project yet")
+    if opt.task == "speed":
+        opt.conf_thres, opt.iou_thres, opt.save_json, opt.save_txt = 0.25, 0.45, False, False
+    device = select_device(opt.device, batch_size=opt.batch_size)
+    half = opt.half and device.type != "cpu"
+    ensure_synthetic(opt.data)
+    data = check_dataset(opt.data)
+    split = opt.task if opt.task in ("train", "val", "test") else "val"
+    if not data.get(split):
+        raise SystemExit(f"--task {opt.task}: {data['yaml_file']} has no '{split}' split")
+    save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
+    results = []
+    for weights in opt.weights:
+        model, ckpt = load_inference_model(resolve_path(weights), device, trust=opt.trust_weights)
+        if half:
+            model.half()
+        names = model.names
+        if not opt.single_cls and len(names) != int(data["nc"]):
+            raise SystemExit(f"--weights {weights} has {len(names)} classes but {opt.data} has nc={data['nc']}")
+        imgsz = check_img_size(opt.imgsz, max(int(model.stride.max()), 32))
+        loader, _ = create_dataloader(data[split], imgsz, opt.batch_size, max(int(model.stride.max()), 32),
+                                      single_cls=opt.single_cls, rect=True, pad=0.5, workers=opt.workers,
+                                      prefix=f"{split}: ", nc=len(names))
+        results.append(evaluate(model, loader, names=names, device=device, conf_thres=opt.conf_thres,
+                                iou_thres=opt.iou_thres, max_det=opt.max_det, single_cls=opt.single_cls,
+                                save_dir=save_dir, plots=opt.task != "speed", save_txt=opt.save_txt,
+                                save_conf=opt.save_conf, save_json=opt.save_json, verbose=opt.verbose, half=half))
+    LOGGER.info(f"Results saved to {save_dir}")
+    return results
+
+
+def main(opt: argparse.Namespace) -> list[DetectionResult]:
+    try:
+        return run(opt)
+    except (DatasetError, CheckpointError) as e:
+        sys.exit(f"ERROR: {e}")
+
+
+if __name__ == "__main__":
+    main(parse_opt())
