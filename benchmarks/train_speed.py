@@ -75,7 +75,7 @@ def main() -> None:
     data = check_dataset(opt.data)
     hyp = load_hyp(opt.hyp)
     model = DetectionModel(opt.cfg, nc=int(data["nc"]))
-    info = model.info(imgsz=opt.imgsz)
+    info = model.info()
     stride = max(int(model.stride.max()), 32)
     train_loader, _ = create_dataloader(data["train"], opt.imgsz, opt.batch_size, stride, hyp=hyp, augment=True,
                                         cache=opt.cache, rect=opt.rect, workers=opt.workers, shuffle=not opt.rect,

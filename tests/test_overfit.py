@@ -51,11 +51,11 @@ def test_overfit_eight_med_images(med_root: Path, tmp_path: Path):
     x = imgs.float() / 255
     losses = []
     for _ in range(STEPS):
-        loss, items = compute_loss(model(x).det, targets)
+        loss, _ = compute_loss(model(x).det, targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert np.mean(losses[-10:]) < 0.2 * np.mean(losses[:10])
 
     result = evaluate(model, eval_loader, names={0: "AR", 1: "MR", 2: "PR", 3: "TR"}, device=torch.device("cpu"), training=True)

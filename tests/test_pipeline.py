@@ -117,3 +117,72 @@ def test_resume_continues_from_last(tmp_path: Path, med_root: Path, monkeypatch)
     assert [int(float(r.split(",")[0])) for r in rows] == [0, 1, 2]
     with pytest.raises(SystemExit, match="nothing to resume"):
         train.main(train.parse_opt(["--resume", str(last)]))
+
+
+def test_val_on_med_valid_split_counts_one_box_per_image(trained_run: Path):
+    """The view line of every med label must be skipped: 183 images, 183 instances (not 366)."""
+    opt = val.parse_opt(["--weights", str(trained_run / "weights" / "best.pt"), "--data", "data/med.yaml",
+                         "--img", "160", "--workers", "0", "--project", str(trained_run / "val"), "--task", "speed"])
+    (result,) = val.main(opt)
+    assert (result.n_images, result.n_instances) == (183, 183)
+
+
+def test_training_survives_corrupt_samples(tmp_path: Path, med_root: Path, caplog):
+    """A zero-byte image, an undecodable image and a bad label row are skipped and reported; training goes on."""
+    import shutil
+
+    images, labels = tmp_path / "ds" / "images", tmp_path / "ds" / "labels"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for src in sorted((med_root / "train" / "images").glob("*.png"))[:4]:
+        shutil.copy(src, images / src.name)
+        shutil.copy(med_root / "train" / "labels" / f"{src.stem}.txt", labels / f"{src.stem}.txt")
+    (images / "zero_bytes.png").write_bytes(b"")
+    (images / "not_an_image.png").write_bytes(b"this is text, not a PNG")
+    good = sorted(images.glob("*-*.png"))[0]
+    shutil.copy(good, images / "bad_label.png")
+    (labels / "bad_label.txt").write_text("0 0.5 0.5 0.2\n")
+    data = tmp_path / "ds.yaml"
+    data.write_text(yaml.safe_dump({"path": str(tmp_path / "ds"), "train": "images", "val": "images", "names": MED_NAMES}))
+    args = ["--data", str(data), "--cfg", "models/yolov5n.yaml", "--img", "64", "--epochs", "1", "--batch-size", "4",
+            "--workers", "0", "--noplots", "--noautoanchor", "--project", str(tmp_path / "runs")]
+    with caplog.at_level("INFO", logger="yolomed"):
+        result = train.main(train.parse_opt(args))
+    text = caplog.text
+    for name in ("zero_bytes.png", "not_an_image.png", "bad_label"):
+        assert f"{name}" in text and "ignoring corrupt image/label" in text
+    assert "4 images, 0 backgrounds, 3 corrupt" in text
+    assert (Path(result["save_dir"]) / "weights" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"val": "images", "names": ["a"]}, "train"),
+    ({"train": "images", "val": "images"}, "names"),
+    ({"train": "does/not/exist", "val": "images", "names": ["a"]}, "does/not/exist"),
+])
+def test_bad_dataset_yaml_stops_with_one_sentence(tmp_path: Path, content: dict, message: str, capsys):
+    (tmp_path / "images").mkdir()
+    data = tmp_path / "bad.yaml"
+    data.write_text(yaml.safe_dump({"path": str(tmp_path), **content}))
+    args = ["--data", str(data), "--cfg", "models/yolov5n.yaml", "--img", "64", "--epochs", "1",
+            "--project", str(tmp_path / "runs")]
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(train.parse_opt(args))
+    assert message in str(exit_info.value) and "bad.yaml" in str(exit_info.value)
+
+
+def test_first_run_default_needs_no_download(tmp_path: Path, monkeypatch):
+    """With no --data, training uses the synthetic dataset the code generates itself."""
+    from utils import synthetic
+
+    synthetic_yaml = tmp_path / "synthetic.yaml"
+    synthetic_yaml.write_text(yaml.safe_dump({"synthetic": True, "n_train": 8, "n_val": 4, "path": str(tmp_path / "synth"),
+                                              "train": "images/train", "val": "images/val",
+                                              "names": {0: "square", 1: "disc", 2: "triangle"}}))
+    opt = train.parse_opt(["--cfg", "models/yolov5n.yaml", "--img", "64", "--epochs", "1", "--batch-size", "4",
+                           "--workers", "0", "--noplots", "--noautoanchor", "--project", str(tmp_path / "runs")])
+    assert Path(opt.data).name == "synthetic.yaml"
+    opt.data = str(synthetic_yaml)
+    train.main(opt)
+    assert len(list((tmp_path / "synth" / "images" / "train").glob("*.png"))) == 8
+    assert synthetic.SHAPE_NAMES == ("square", "disc", "triangle")
