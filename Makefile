@@ -13,8 +13,9 @@ $(STAMP): requirements.txt
 
 .PHONY: run test
 run: $(STAMP)
-	$(PY) train.py --cfg models/yolov5n.yaml --weights '' --img 256 --epochs 30 --batch-size 16 --name first-run --exist-ok
-	$(PY) detect.py --weights runs/train/first-run/weights/best.pt --source datasets/synthetic/images/val --img 256 --name first-run --exist-ok
+	rm -rf runs/train/first-run runs/detect/first-run
+	$(PY) train.py --cfg models/yolov5n.yaml --weights '' --img 192 --epochs 30 --batch-size 16 --name first-run --exist-ok
+	$(PY) detect.py --weights runs/train/first-run/weights/best.pt --source datasets/synthetic/images/val --img 192 --name first-run --exist-ok
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

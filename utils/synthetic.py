@@ -54,7 +54,7 @@ def make_image(rng: np.random.Generator, width: int = 256, height: int = 192) ->
     return img, rows
 
 
-def generate(root: Path, n_train: int = 96, n_val: int = 32, seed: int = 0) -> None:
+def generate(root: Path, n_train: int = 256, n_val: int = 64, seed: int = 0) -> None:
     """Write images/{train,val} and labels/{train,val} under `root`."""
     rng = np.random.default_rng(seed)
     for split, count in (("train", n_train), ("val", n_val)):
@@ -83,4 +83,4 @@ def ensure_synthetic(data_yaml: str | Path) -> None:
     if (root / cfg["train"]).exists() and (root / cfg["val"]).exists():
         return
     LOGGER.info(f"Generating the synthetic dataset in {root} (offline, seed {cfg.get('seed', 0)})...")
-    generate(root, int(cfg.get("n_train", 96)), int(cfg.get("n_val", 32)), int(cfg.get("seed", 0)))
+    generate(root, int(cfg.get("n_train", 256)), int(cfg.get("n_val", 64)), int(cfg.get("seed", 0)))
