@@ -345,3 +345,47 @@ def plot_images(
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(mosaic, cv2.COLOR_RGB2BGR))
     return path
+
+
+def plot_view_confusion_matrix(
+    matrix: np.ndarray, names: Sequence[str], save_path: str | Path, normalize: bool = True
+) -> Path:
+    """view_confusion_matrix.png of a [K, K] view matrix: rows true, columns predicted (no background).
+
+    Normalised, each row sums to 1 so the diagonal reads as per-view recall; cells show the
+    fraction with the count beneath it. Unnormalised, cells show counts.
+    """
+    path = _file_path(save_path, "view_confusion_matrix.png")
+    counts = np.asarray(matrix, dtype=np.float64)
+    n = counts.shape[0]
+    row_totals = counts.sum(1, keepdims=True)
+    values = np.divide(counts, row_totals, out=np.zeros_like(counts), where=row_totals > 0) if normalize else counts
+    tick_labels = _class_names(names, n)
+
+    side = min(max(4.0, 1.0 + 0.9 * n), 14.0)
+    fig, ax = plt.subplots(1, 1, figsize=(side + 1.5, side), tight_layout=True)
+    image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else max(values.max(), 1.0))
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if n < 30:  # numbers stay readable
+        dark_above = 0.5 * (1.0 if normalize else max(values.max(), 1.0))
+        for row in range(n):
+            for col in range(n):
+                text = f"{values[row, col]:.2f}\n({counts[row, col]:.0f})" if normalize else f"{counts[row, col]:.0f}"
+                ax.text(col, row, text, ha="center", va="center", fontsize=8,
+                        color="white" if values[row, col] > dark_above else "black")
+    ax.set_xticks(range(n), tick_labels, rotation=90 if n > 6 else 0)
+    ax.set_yticks(range(n), tick_labels)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title("View Confusion Matrix" + (" (rows normalised)" if normalize else ""))
+    return _save(fig, path)
+
+
+def draw_view_label(img: np.ndarray, text: str, line_width: int | None = None) -> np.ndarray:
+    """Write the predicted view (e.g. 'A4C 0.93') in a filled box at the image's top-left corner, in place."""
+    line_width = line_width or max(round(sum(img.shape[:2]) / 2 * 0.003), 2)
+    font_scale, thickness = line_width / 3, max(line_width - 1, 1)
+    (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+    cv2.rectangle(img, (0, 0), (text_w + 6, text_h + baseline + 6), (40, 40, 40), -1)
+    cv2.putText(img, text, (3, text_h + 3), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return img
