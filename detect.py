@@ -8,6 +8,7 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -21,7 +22,7 @@ from utils.engine import check_img_size
 from utils.logger import LOGGER
 from utils.model_loading import load_inference_model
 from utils.paths import ROOT, increment_path
-from utils.plots import colors, draw_box_label
+from utils.plots import colors, draw_box_label, draw_view_label
 from utils.torch_utils import select_device, time_sync
 
 
@@ -68,6 +69,29 @@ def describe(pred: torch.Tensor, names: dict) -> str:
     return "".join(f"{int(n)} {names[c]}{'s' * (int(n) > 1)}, " for c, n in enumerate(counts.tolist()) if n)
 
 
+class ViewPrediction(NamedTuple):
+    index: int
+    name: str
+    confidence: float
+    probabilities: list[float]
+
+
+def predicted_view(view_logits: torch.Tensor | None, view_names: list | None) -> ViewPrediction | None:
+    """The most probable view of a single image (softmax over the view head's logits)."""
+    if view_logits is None or not view_names:
+        return None
+    probs = view_logits[0].float().softmax(0)
+    index = int(probs.argmax())
+    return ViewPrediction(index, str(view_names[index]), float(probs[index]), probs.tolist())
+
+
+def view_line(view: ViewPrediction, with_confidence: bool) -> str:
+    """The label file's view line: one-hot like the dataset's own labels, or the K probabilities with --save-conf."""
+    if with_confidence:
+        return " ".join(f"{p:.4f}" for p in view.probabilities)
+    return " ".join("1" if i == view.index else "0" for i in range(len(view.probabilities)))
+
+
 def save_crop(im0: np.ndarray, xyxy: list[float], file: Path) -> None:
     """Write the box region (10 px margin, as YOLOv5's crops) of the original image."""
     h, w = im0.shape[:2]
@@ -99,7 +123,9 @@ def run(opt: argparse.Namespace) -> Path:
         x = (x.half() if half else x.float())[None] / 255
         t1 = time_sync()
         with torch.inference_mode():
-            decoded = model.detect.decode(model(x).det)
+            outputs = model(x)
+            decoded = model.detect.decode(outputs.det)
+        view = predicted_view(outputs.view_logits, model.view_names)
         t2 = time_sync()
         pred = non_max_suppression(decoded, opt.conf_thres, opt.iou_thres, opt.classes, opt.agnostic_nms, max_det=opt.max_det)[0]
         t3 = time_sync()
@@ -119,13 +145,20 @@ def run(opt: argparse.Namespace) -> Path:
                 row = (c, *xywh, conf) if opt.save_conf else (c, *xywh)
                 with open(save_dir / "labels" / f"{stem}.txt", "a") as f:
                     f.write(("%g " * len(row)).rstrip() % row + "\n")
-            if opt.save_csv:
-                csv_rows.append([p.name, names[c], f"{conf:.2f}"])
             if opt.save_crop:
                 save_crop(im0, xyxy, save_dir / "crops" / names[c] / f"{stem}.jpg")
             if not opt.nosave:
                 draw_box_label(annotated, xyxy, label, colors(c, True), opt.line_thickness)
+        if opt.save_txt and view is not None:
+            with open(save_dir / "labels" / f"{stem}.txt", "a") as f:
+                f.write("\n" + view_line(view, opt.save_conf) + "\n")
+        if opt.save_csv:
+            view_cols = [] if view is None else [view.name, f"{view.confidence:.2f}"]
+            image_rows = [[p.name, names[int(c)], f"{conf:.2f}", *view_cols] for conf, c in pred[:, 4:6].tolist()]
+            csv_rows += image_rows or ([[p.name, "", "", *view_cols]] if view is not None else [])
         if not opt.nosave:
+            if view is not None:
+                draw_view_label(annotated, f"{view.name} {view.confidence:.2f}", opt.line_thickness)
             if vid_cap is None:
                 cv2.imwrite(str(save_dir / p.name), annotated)
             else:
@@ -134,12 +167,14 @@ def run(opt: argparse.Namespace) -> Path:
                     h, w = annotated.shape[:2]
                     writers[path] = cv2.VideoWriter(str((save_dir / p.name).with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                 writers[path].write(annotated)
-        LOGGER.info(f"{info}{x.shape[2]}x{x.shape[3]} {describe(pred, names)}{(t2 - t1) * 1e3:.1f}ms")
+        view_text = "" if view is None else f"view {view.name} {view.confidence:.2f}, "
+        LOGGER.info(f"{info}{x.shape[2]}x{x.shape[3]} {describe(pred, names)}{view_text}{(t2 - t1) * 1e3:.1f}ms")
     for writer in writers.values():
         writer.release()
     if opt.save_csv:
         with open(save_dir / "predictions.csv", "w", newline="") as f:
-            csv.writer(f).writerows([["Image Name", "Prediction", "Confidence"], *csv_rows])
+            header = ["Image Name", "Prediction", "Confidence"] + (["View", "View Confidence"] if model.view_names else [])
+            csv.writer(f).writerows([header, *csv_rows])
     per_image = tuple(t / max(seen, 1) * 1e3 for t in dt)
     LOGGER.info("Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape %s" % (*per_image, (1, 3, *imgsz)))
     LOGGER.info(f"Results saved to {save_dir}")

@@ -70,14 +70,20 @@ def run(opt: argparse.Namespace) -> list[DetectionResult]:
         names = model.names
         if not opt.single_cls and len(names) != int(data["nc"]):
             raise SystemExit(f"--weights {weights} has {len(names)} classes but {opt.data} has nc={data['nc']}")
-        imgsz = check_img_size(opt.imgsz, max(int(model.stride.max()), 32))
-        loader, _ = create_dataloader(data[split], imgsz, opt.batch_size, max(int(model.stride.max()), 32),
-                                      single_cls=opt.single_cls, rect=True, pad=0.5, workers=opt.workers,
-                                      prefix=f"{split}: ", nc=len(names))
+        view_names = model.view_names
+        if view_names and data.get("cls_names") and list(data["cls_names"]) != list(view_names):
+            raise SystemExit(f"--weights {weights} classifies views {view_names} but {opt.data} declares "
+                             f"cls_names {data['cls_names']}")
+        stride = max(int(model.stride.max()), 32)
+        imgsz = check_img_size(opt.imgsz, stride)
+        loader, _ = create_dataloader(data[split], imgsz, opt.batch_size, stride, single_cls=opt.single_cls,
+                                      rect=True, pad=0.5, workers=opt.workers, prefix=f"{split}: ", nc=len(names),
+                                      n_views=len(view_names) if view_names else None)
         results.append(evaluate(model, loader, names=names, device=device, conf_thres=opt.conf_thres,
                                 iou_thres=opt.iou_thres, max_det=opt.max_det, single_cls=opt.single_cls,
                                 save_dir=save_dir, plots=opt.task != "speed", save_txt=opt.save_txt,
-                                save_conf=opt.save_conf, save_json=opt.save_json, verbose=opt.verbose, half=half))
+                                save_conf=opt.save_conf, save_json=opt.save_json, verbose=opt.verbose, half=half,
+                                view_names=view_names))
     LOGGER.info(f"Results saved to {save_dir}")
     return results
 

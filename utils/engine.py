@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,12 +19,15 @@ import yaml
 from torch.optim import lr_scheduler
 from tqdm import tqdm
 
-from models.yolo import DetectionModel
+from models.yolo import DetectionModel, ModelOutputs
+from models.yolo_cls import build_model, view_loss
 from utils.autoanchor import check_anchors
 from utils.checkpoints import build_checkpoint, inference_state, load_checkpoint, save_checkpoint, strip_optimizer
 from utils.cli import check_unsupported, resolve_path
 from utils.dataloaders import create_dataloader
 from utils.dataset_yaml import check_dataset
+from utils.gradnorm import Balancer, fixed_weights_from_hyp
+from utils.history import TrainingHistory
 from utils.logger import LOGGER
 from utils.loss import ComputeLoss
 from utils.metrics import fitness
@@ -32,7 +35,7 @@ from utils.model_loading import load_inference_model
 from utils.paths import ROOT, increment_path
 from utils.plots import plot_images, plot_labels, plot_results
 from utils.synthetic import ensure_synthetic
-from utils.torch_utils import ModelEMA, de_parallel, init_seeds, linear_lr, one_cycle, select_device, smart_optimizer
+from utils.torch_utils import PARAM_GROUP_NAMES, ModelEMA, de_parallel, init_seeds, linear_lr, one_cycle, select_device, smart_optimizer
 from utils.validation import evaluate
 
 NOMINAL_BATCH = 64  # YOLOv5 accumulates gradients up to this batch size
@@ -42,6 +45,7 @@ RESULTS_KEYS = (
     "val/box_loss", "val/obj_loss", "val/cls_loss",
     "x/lr0", "x/lr1", "x/lr2",
 )
+VIEW_RESULTS_KEYS = ("train/view_loss", "val/view_loss", "metrics/view_accuracy", "metrics/view_balanced_accuracy")
 
 
 @dataclass
@@ -67,9 +71,12 @@ class RunFolder:
         return self.save_dir / "results.csv"
 
 
-def append_results_row(csv: Path, epoch: int, values: list[float]) -> None:
-    """One results.csv line in YOLOv5's layout: 20-character right-aligned fields, header on first write."""
-    keys = ("epoch", *RESULTS_KEYS)
+def append_results_row(csv: Path, epoch: int, values: list[float], keys: tuple[str, ...] = RESULTS_KEYS) -> None:
+    """One results.csv line in YOLOv5's layout: 20-character right-aligned fields, header on first write.
+
+    YOLOv5's 14 columns come first, in order; a view task appends its columns after them.
+    """
+    keys = ("epoch", *keys)
     header = "" if csv.exists() else ("%20s," * len(keys) % keys).rstrip(",") + "\n"
     with open(csv, "a") as f:
         f.write(header + ("%20.5g," * len(keys) % (epoch, *values)).rstrip(",") + "\n")
@@ -114,24 +121,29 @@ def restore_resume_options(opt: argparse.Namespace) -> tuple[argparse.Namespace,
     return restored, load_hyp(restored.hyp)
 
 
-def build_model(opt: argparse.Namespace, nc: int, names: dict, device: torch.device) -> tuple[DetectionModel, dict | None]:
-    """Model from --cfg, or from the checkpoint in --weights (its weights transferred), or yolov5s untrained."""
+def build_training_model(opt: argparse.Namespace, nc: int, names: dict, n_views: int | None,
+                         device: torch.device) -> tuple[DetectionModel, dict | None]:
+    """Model from --cfg, or from the checkpoint in --weights (its weights transferred), or yolov5s untrained.
+
+    With a view task (n_views) the model is a JointModel; a detection-only checkpoint still
+    initialises its detector, since both share the same state-dict keys.
+    """
     ckpt = None
     if opt.weights:
         ckpt = load_checkpoint(resolve_path(opt.weights), trust=getattr(opt, "trust_weights", False))
         cfg = resolve_path(opt.cfg) if opt.cfg else ckpt["model_yaml"]
-        model = DetectionModel(cfg, ch=3, nc=nc)
+        model = build_model(cfg, nc=nc, n_views=n_views)
         state = inference_state(ckpt) if not opt.resume else ckpt["model"]
         own = model.state_dict()
         transferable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(transferable, strict=False)
         LOGGER.info(f"Transferred {len(transferable)}/{len(own)} items from {opt.weights}")
     elif opt.cfg:
-        model = DetectionModel(resolve_path(opt.cfg), ch=3, nc=nc)
+        model = build_model(resolve_path(opt.cfg), nc=nc, n_views=n_views)
     else:
         LOGGER.info("No --cfg or --weights given: building yolov5s from models/yolov5s.yaml, untrained "
                     "(YOLOv5 would download pretrained weights; this project never downloads anything)")
-        model = DetectionModel(ROOT / "models" / "yolov5s.yaml", ch=3, nc=nc)
+        model = build_model(ROOT / "models" / "yolov5s.yaml", nc=nc, n_views=n_views)
     model.names = dict(names)
     return model.to(device), ckpt
 
@@ -164,9 +176,34 @@ def check_img_size(imgsz: int, stride: int) -> int:
     return new
 
 
+MIXING_AUGMENTATIONS = ("mosaic", "mixup", "copy_paste")
+FITNESS_CHOICES = ("detection", "joint")
+
+
+def disable_mixing_augmentations(hyp: dict) -> dict:
+    """With a view task, images stitched from several files have no view: switch mosaic/mixup/copy-paste off."""
+    active = [k for k in MIXING_AUGMENTATIONS if hyp.get(k, 0) > 0]
+    if not active:
+        return hyp
+    LOGGER.warning(f"WARNING ⚠️ {', '.join(f'{k}={hyp[k]}' for k in active)} switched off: an image mixed from "
+                   f"several files has no image-level view label (the dataset declares cls_names)")
+    return {**hyp, **{k: 0.0 for k in active}}
+
+
+def training_fitness(results: tuple, view: dict | None, mode: str) -> float:
+    """best.pt criterion: YOLOv5's 0.1·mAP50 + 0.9·mAP50-95, or with --fitness joint the mean of that and
+    the view balanced accuracy (so neither task can win best.pt alone)."""
+    detection = float(fitness(np.array(results[:4]).reshape(1, -1))[0])
+    if mode == "joint" and view is not None:
+        return 0.5 * detection + 0.5 * view["view_balanced_accuracy"]
+    return detection
+
+
 def setup_run(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict, RunFolder]:
-    """Resolve --resume, hyps and the run folder; write hyp.yaml and opt.yaml."""
+    """Resolve --resume, hyps and the run folder; write opt.yaml (hyp.yaml follows once the data is known)."""
     check_unsupported(opt)
+    if getattr(opt, "fitness", "detection") not in FITNESS_CHOICES:
+        raise SystemExit(f"--fitness {opt.fitness}: expected one of {', '.join(FITNESS_CHOICES)}")
     if opt.resume:
         opt, hyp = restore_resume_options(opt)
     else:
@@ -175,25 +212,62 @@ def setup_run(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict, RunFol
     run = RunFolder(Path(opt.save_dir))
     run.weights.mkdir(parents=True, exist_ok=True)
     if not opt.resume:
-        (run.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
         (run.save_dir / "opt.yaml").write_text(yaml.safe_dump(vars(opt), sort_keys=False))
-    LOGGER.info("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
     return opt, hyp, run
 
 
-def train(opt: argparse.Namespace) -> dict:
-    """Train per `opt` (YOLOv5's train.py options); returns the final validation metrics."""
-    opt, hyp, run = setup_run(opt)
-    device = select_device(opt.device, batch_size=opt.batch_size)
-    init_seeds(opt.seed, deterministic=getattr(opt, "deterministic", False))
-    plots = not opt.noplots
+@dataclass
+class Task:
+    """What the run learns: detection classes and, when the YAML has cls_names, image views."""
 
+    nc: int
+    names: dict
+    view_names: list | None
+
+    @property
+    def n_views(self) -> int | None:
+        return len(self.view_names) if self.view_names else None
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return ("det", "view") if self.view_names else ("det",)
+
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        return ("box_loss", "obj_loss", "cls_loss", "view_loss")[: 4 if self.view_names else 3]
+
+    @property
+    def results_keys(self) -> tuple[str, ...]:
+        return RESULTS_KEYS + VIEW_RESULTS_KEYS if self.view_names else RESULTS_KEYS
+
+
+def load_task(opt: argparse.Namespace) -> tuple[dict, Task]:
+    """The dataset dict and the task it declares (single-cls folds every class into one)."""
     ensure_synthetic(opt.data)
     data = check_dataset(opt.data)
     nc = 1 if opt.single_cls else int(data["nc"])
     names = {0: "item"} if opt.single_cls and len(data["names"]) != 1 else data["names"]
+    return data, Task(nc=nc, names=names, view_names=data.get("cls_names") or None)
 
-    model, ckpt = build_model(opt, nc, names, device)
+
+def train(opt: argparse.Namespace, make_balancer: Callable[[dict, tuple[str, ...]], Balancer] | None = None) -> dict:
+    """Train per `opt` (YOLOv5's train.py options); returns the final validation metrics.
+
+    `make_balancer(hyp, task_names)` chooses how task losses combine (default: fixed
+    weights from the hyps); train_*.py scripts pass their own.
+    """
+    opt, hyp, run = setup_run(opt)
+    device = select_device(opt.device, batch_size=opt.batch_size)
+    init_seeds(opt.seed, deterministic=getattr(opt, "deterministic", False))
+    plots = not opt.noplots
+    data, task = load_task(opt)
+    if task.view_names:
+        hyp = disable_mixing_augmentations(hyp)
+    if not opt.resume:
+        (run.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
+    LOGGER.info("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
+
+    model, ckpt = build_training_model(opt, task.nc, task.names, task.n_views, device)
     model.info()
     freeze_layers(model, opt.freeze)
     head = model.detect
@@ -207,60 +281,65 @@ def train(opt: argparse.Namespace) -> dict:
     lf = one_cycle(1, hyp["lrf"], opt.epochs) if opt.cos_lr else linear_lr(hyp["lrf"], opt.epochs)
     scheduler = lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
     ema = ModelEMA(model)
+    balancer = (make_balancer or fixed_weights_from_hyp)(hyp, task.task_names)
 
     start_epoch, best_fitness = 0, 0.0
     if ckpt is not None and opt.resume:
-        start_epoch, best_fitness = resume_state(ckpt, optimizer, ema, opt)
+        start_epoch, best_fitness = resume_state(ckpt, optimizer, ema, balancer, opt)
 
     train_loader, dataset = create_dataloader(
         data["train"], imgsz, batch_size, grid_stride, single_cls=opt.single_cls, hyp=hyp, augment=True,
         cache=opt.cache, rect=opt.rect, workers=opt.workers, shuffle=not opt.rect,
-        prefix="train: ", seed=opt.seed, nc=nc,
+        prefix="train: ", seed=opt.seed, nc=task.nc, n_views=task.n_views,
     )
-    max_label = max((int(lb[:, 0].max()) for lb in dataset.labels if len(lb)), default=-1)
-    if max_label >= nc:
-        raise SystemExit(f"Label class {max_label} exceeds nc={nc} in {opt.data}. Possible class labels are 0-{nc - 1}")
     val_loader, _ = create_dataloader(
         data["val"], imgsz, batch_size * 2, grid_stride, single_cls=opt.single_cls, hyp=hyp, cache=opt.cache,
-        rect=True, pad=0.5, workers=opt.workers, prefix="val: ", nc=nc,
+        rect=True, pad=0.5, workers=opt.workers, prefix="val: ", nc=task.nc, n_views=task.n_views,
     )
+    if task.view_names:
+        n_missing = int((dataset.views < 0).sum())
+        LOGGER.info(f"train: view labels {np.bincount(dataset.views[dataset.views >= 0], minlength=task.n_views).tolist()} "
+                    f"for {task.view_names}; {n_missing} images without a view label train detection only")
     if not opt.resume:
         if plots:
             all_labels = np.concatenate([lb for lb in dataset.labels if len(lb)] or [np.zeros((0, 5))], 0)
-            plot_labels(all_labels, names, run.save_dir)
+            plot_labels(all_labels, task.names, run.save_dir)
         if not opt.noautoanchor:
             check_anchors(dataset, model=model, thr=hyp["anchor_t"], imgsz=imgsz)
 
-    hyp = scale_hyp_for_model(hyp, head.nl, nc, imgsz)
+    hyp = scale_hyp_for_model(hyp, head.nl, task.nc, imgsz)
     compute_loss = ComputeLoss(model, hyp, label_smoothing=opt.label_smoothing)
     model.hyp = hyp
+    history = TrainingHistory(run.save_dir / "training_history.json",
+                              {"script": getattr(opt, "script", "train.py"), "tasks": list(task.task_names),
+                               "names": task.names, "view_names": task.view_names, "balancer": type(balancer).__name__})
 
     batches = len(train_loader)
     warmup_iters = max(round(hyp["warmup_epochs"] * batches), 100) if hyp["warmup_epochs"] > 0 else 0
     last_opt_step = -1
     scheduler.last_epoch = start_epoch - 1
-    results = (0.0,) * 7
-    maps = np.zeros(nc)
-    stopper_best_epoch, patience = start_epoch, opt.patience or float("inf")
+    results, view_val = (0.0,) * 7, None
+    best_epoch, patience = start_epoch, opt.patience or float("inf")
     skipped_steps = 0
     t_start = time.time()
     LOGGER.info(f"Image sizes {imgsz} train, {imgsz} val\nUsing {train_loader.num_workers} dataloader workers\n"
                 f"Logging results to {run.save_dir}\nStarting training for {opt.epochs} epochs...")
     epoch = start_epoch
     for epoch in range(start_epoch, opt.epochs):
+        t_epoch = time.time()
         model.train()
-        mean_loss = torch.zeros(3, device=device)
+        mean_loss = torch.zeros(len(task.loss_names), device=device)
         optimizer.zero_grad()
-        LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
+        LOGGER.info(("\n" + "%11s" * (4 + len(task.loss_names))) % ("Epoch", "GPU_mem", *task.loss_names, "Instances", "Size"))
         bar = tqdm(enumerate(train_loader), total=batches, bar_format="{l_bar}{bar:10}{r_bar}")
-        for i, (imgs, targets, _views, paths, _shapes) in bar:
+        for i, (imgs, targets, views, paths, _shapes) in bar:
             ni = i + batches * epoch
             imgs = imgs.to(device, non_blocking=True).float() / 255
-            targets = targets.to(device)
+            targets, views = targets.to(device), views.to(device)
             if ni <= warmup_iters:
                 accumulate = warmup(optimizer, ni, warmup_iters, epoch, lf, hyp, batch_size)
-            outputs = model(imgs)
-            loss, loss_items = compute_loss(outputs.det, targets)
+            losses, loss_items = task_losses(model(imgs), targets, views, compute_loss, imgs.shape[0])
+            loss = balancer.combine(losses)
             if not torch.isfinite(loss):
                 skipped_steps += 1
                 LOGGER.warning(f"WARNING ⚠️ non-finite loss {loss.item()} at epoch {epoch} batch {i}, step skipped")
@@ -275,29 +354,39 @@ def train(opt: argparse.Namespace) -> dict:
                 last_opt_step = ni
             mean_loss = (mean_loss * i + loss_items) / (i + 1)
             mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
-            bar.set_description(("%11s" * 2 + "%11.4g" * 5) % (f"{epoch}/{opt.epochs - 1}", mem, *mean_loss.tolist(), targets.shape[0], imgs.shape[-1]))
+            bar.set_description(("%11s" * 2 + "%11.4g" * (len(task.loss_names) + 2)) % (
+                f"{epoch}/{opt.epochs - 1}", mem, *mean_loss.tolist(), targets.shape[0], imgs.shape[-1]))
             if plots and ni < 3:
-                plot_images(imgs, targets, paths, run.save_dir / f"train_batch{ni}.jpg", names)
+                plot_images(imgs, targets, paths, run.save_dir / f"train_batch{ni}.jpg", task.names,
+                            captions=view_captions(views, task.view_names))
 
         lrs = [g["lr"] for g in optimizer.param_groups]
         scheduler.step()
         ema.update_attr(model)
         final_epoch = epoch + 1 == opt.epochs
         if not opt.noval or final_epoch:
-            val = evaluate(ema.ema, val_loader, names=names, device=device, single_cls=opt.single_cls,
-                           compute_loss=compute_loss, save_dir=run.save_dir, plots=False, training=True)
-            results, maps = val.as_tuple(), val.maps
-        fit = float(fitness(np.array(results[:4]).reshape(1, -1))[0])
+            val = evaluate(ema.ema, val_loader, names=task.names, device=device, single_cls=opt.single_cls,
+                           compute_loss=compute_loss, save_dir=run.save_dir, plots=False, training=True,
+                           view_names=task.view_names)
+            results, view_val = val.as_tuple(), val.view_summary()
+        fit = training_fitness(results, view_val, getattr(opt, "fitness", "detection"))
         if fit > best_fitness:
-            best_fitness, stopper_best_epoch = fit, epoch
-        append_results_row(run.results_csv, epoch, [*mean_loss.tolist(), *results, *lrs])
-        stop = epoch - stopper_best_epoch >= patience
+            best_fitness, best_epoch = fit, epoch
+        train_losses = mean_loss.tolist()
+        row = [*train_losses[:3], *results, *lrs]
+        if task.view_names:
+            view_cols = ("view_loss", "view_accuracy", "view_balanced_accuracy")
+            row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in view_cols)]
+        append_results_row(run.results_csv, epoch, row, task.results_keys)
+        history.log_epoch(epoch_record(epoch, task, train_losses, balancer, lrs, results, view_val, t_epoch, fit))
+        stop = epoch - best_epoch >= patience
         if not opt.nosave or final_epoch or stop:
             ckpt_out = build_checkpoint(
-                model_yaml=model.yaml, model_state=de_parallel(model).state_dict(), names=names, epoch=epoch,
+                model_yaml=model.yaml, model_state=de_parallel(model).state_dict(), names=task.names, epoch=epoch,
                 best_fitness=best_fitness, ema_state=ema.ema.state_dict(), ema_updates=ema.updates,
                 optimizer_state=optimizer.state_dict(), opt=vars(opt), hyp=hyp,
-                extra={"skipped_steps": skipped_steps, "results": list(results)},
+                extra={"skipped_steps": skipped_steps, "results": list(results), "view_names": task.view_names,
+                       "balancer": balancer.state_dict()},
             )
             save_checkpoint(ckpt_out, run.last)
             if best_fitness == fit:
@@ -306,13 +395,51 @@ def train(opt: argparse.Namespace) -> dict:
                 save_checkpoint(ckpt_out, run.weights / f"epoch{epoch}.pt")
         if stop:
             LOGGER.info(f"Stopping training early as no improvement observed in last {opt.patience} epochs. "
-                        f"Best results observed at epoch {stopper_best_epoch}, best model saved as best.pt.")
+                        f"Best results observed at epoch {best_epoch}, best model saved as best.pt.")
             break
 
     hours = (time.time() - t_start) / 3600
     LOGGER.info(f"\n{epoch - start_epoch + 1} epochs completed in {hours:.3f} hours.")
-    final = finish(run, val_loader, names, device, opt, compute_loss, plots)
+    final = finish(run, val_loader, task, device, opt, compute_loss, plots)
     return {"results": final, "save_dir": str(run.save_dir), "skipped_steps": skipped_steps}
+
+
+def task_losses(outputs: ModelOutputs, targets: torch.Tensor, views: torch.Tensor, compute_loss: ComputeLoss,
+                batch_size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-task losses to balance, and the detached items for logging (box, obj, cls[, view]).
+
+    YOLOv5's detection loss is a per-image mean multiplied by the batch size; the view
+    cross-entropy is put on the same scale so fixed weights of 1.0 mean equal footing.
+    """
+    det_loss, det_items = compute_loss(outputs.det, targets)
+    if outputs.view_logits is None:
+        return {"det": det_loss}, det_items
+    view = view_loss(outputs.view_logits, views)
+    return {"det": det_loss, "view": view * batch_size}, torch.cat((det_items, view.detach().view(1)))
+
+
+def view_captions(views: torch.Tensor, view_names: list | None) -> list[str] | None:
+    """Per-image view names for train_batch*.jpg ('no view' for unlabelled images)."""
+    if not view_names:
+        return None
+    return [view_names[v] if v >= 0 else "no view" for v in views.tolist()]
+
+
+def epoch_record(epoch: int, task: Task, train_losses: list, balancer: Balancer, lrs: list, results: tuple,
+                 view_val: dict | None, t_epoch: float, fit: float) -> dict:
+    """One training_history.json entry: losses, task weights, lrs, metrics, time."""
+    record = {
+        "epoch": epoch,
+        "time_s": round(time.time() - t_epoch, 3),
+        "train_loss": dict(zip(task.loss_names, train_losses)),
+        "task_weights": balancer.weight_dict(),
+        "lr": dict(zip(PARAM_GROUP_NAMES, lrs)),
+        "val": dict(zip(("precision", "recall", "mAP_0.5", "mAP_0.5:0.95", "box_loss", "obj_loss", "cls_loss"), results)),
+        "fitness": fit,
+    }
+    if view_val is not None:
+        record["val"].update(view_val)
+    return record
 
 
 def warmup(optimizer, ni: int, warmup_iters: int, epoch: int, lf, hyp: dict, batch_size: int) -> int:
@@ -327,8 +454,8 @@ def warmup(optimizer, ni: int, warmup_iters: int, epoch: int, lf, hyp: dict, bat
     return accumulate
 
 
-def resume_state(ckpt: dict, optimizer, ema: ModelEMA, opt: argparse.Namespace) -> tuple[int, float]:
-    """Restore optimizer, EMA, epoch and best fitness from a last.pt; refuse a finished run."""
+def resume_state(ckpt: dict, optimizer, ema: ModelEMA, balancer: Balancer, opt: argparse.Namespace) -> tuple[int, float]:
+    """Restore optimizer, EMA, balancer, epoch and best fitness from a last.pt; refuse a finished run."""
     start_epoch = int(ckpt["epoch"]) + 1
     if ckpt.get("optimizer") is None or start_epoch <= 0:
         raise SystemExit(f"--resume {opt.weights}: training to {opt.epochs} epochs is finished, nothing to resume")
@@ -336,11 +463,13 @@ def resume_state(ckpt: dict, optimizer, ema: ModelEMA, opt: argparse.Namespace) 
     if ckpt.get("ema") is not None:
         ema.ema.load_state_dict(ckpt["ema"])
         ema.updates = int(ckpt.get("ema_updates", 0))
+    if ckpt.get("balancer"):
+        balancer.load_state_dict(ckpt["balancer"])
     LOGGER.info(f"Resuming training from epoch {start_epoch} to {opt.epochs} total epochs")
     return start_epoch, float(ckpt.get("best_fitness", 0.0))
 
 
-def finish(run: RunFolder, val_loader, names: dict, device, opt, compute_loss, plots: bool) -> tuple:
+def finish(run: RunFolder, val_loader, task: Task, device, opt, compute_loss, plots: bool) -> tuple:
     """Strip optimizers, validate best.pt with plots, draw results.png (YOLOv5's end of training)."""
     final = ()
     for ckpt_path in (run.last, run.best):
@@ -349,8 +478,9 @@ def finish(run: RunFolder, val_loader, names: dict, device, opt, compute_loss, p
     if run.best.exists():
         LOGGER.info(f"\nValidating {run.best}...")
         best_model, _ = load_inference_model(run.best, device)
-        val = evaluate(best_model, val_loader, names=names, device=device, single_cls=opt.single_cls,
-                       compute_loss=compute_loss, save_dir=run.save_dir, plots=plots, verbose=True, training=False)
+        val = evaluate(best_model, val_loader, names=task.names, device=device, single_cls=opt.single_cls,
+                       compute_loss=compute_loss, save_dir=run.save_dir, plots=plots, verbose=True, training=False,
+                       view_names=task.view_names)
         final = val.as_tuple()
     if plots and run.results_csv.exists():
         plot_results(run.results_csv)

@@ -10,11 +10,13 @@ import torch
 from tqdm import tqdm
 
 from models.yolo import ModelOutputs
+from models.yolo_cls import view_loss
 from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.logger import LOGGER
 from utils.metrics import ConfusionMatrix, ap_per_class, match_predictions
-from utils.plots import plot_images
+from utils.plots import plot_images, plot_view_confusion_matrix
 from utils.torch_utils import de_parallel, time_sync
+from utils.view_metrics import ViewAccumulator, ViewMetrics, format_view_table
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 TABLE_HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
@@ -35,9 +37,18 @@ class DetectionResult:
     speed_ms: tuple = (0.0, 0.0, 0.0)  # pre-process, inference, NMS per image
     n_images: int = 0
     n_instances: int = 0
+    view: ViewMetrics | None = None  # image-level view metrics when the model has a view head
+    view_loss: float = 0.0
 
     def as_tuple(self) -> tuple:
         return (self.precision, self.recall, self.map50, self.map, *self.losses)
+
+    def view_summary(self) -> dict | None:
+        """The view figures results.csv and training_history.json record, or None without a view task."""
+        if self.view is None:
+            return None
+        return {"view_loss": self.view_loss, "view_accuracy": float(self.view.accuracy),
+                "view_balanced_accuracy": float(self.view.balanced_accuracy)}
 
 
 def detect_head(model: torch.nn.Module) -> torch.nn.Module:
@@ -95,6 +106,7 @@ def evaluate(
     verbose: bool = False,
     training: bool = False,
     half: bool = False,
+    view_names: list | None = None,
 ) -> DetectionResult:
     """Run the model over `dataloader`, print YOLOv5's table, return the metrics.
 
@@ -112,10 +124,12 @@ def evaluate(
     loss_sum = torch.zeros(3, device=device)
     dt = [0.0, 0.0, 0.0]
     seen = 0
+    views_seen = ViewAccumulator(len(view_names)) if view_names else None
+    view_loss_sum = 0.0
     if save_txt and save_dir is not None:
         (save_dir / "labels").mkdir(parents=True, exist_ok=True)
     bar = tqdm(dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}", disable=training and not verbose)
-    for batch_i, (imgs, targets, _views, paths, shapes) in enumerate(bar):
+    for batch_i, (imgs, targets, views, paths, shapes) in enumerate(bar):
         t0 = time_sync()
         imgs = imgs.to(device, non_blocking=True).float() / 255
         if half:
@@ -126,6 +140,10 @@ def evaluate(
         outputs: ModelOutputs = model(imgs)
         if compute_loss is not None:
             loss_sum += compute_loss([m.float() for m in outputs.det], targets)[1]
+        if views_seen is not None and outputs.view_logits is not None:
+            views = views.to(device)
+            views_seen.update(outputs.view_logits.float(), views)
+            view_loss_sum += float(view_loss(outputs.view_logits.float(), views))
         decoded = head.decode(outputs.det)
         t2 = time_sync()
         preds = non_max_suppression(decoded, conf_thres, iou_thres, multi_label=True, agnostic=single_cls, max_det=max_det)
@@ -174,6 +192,12 @@ def evaluate(
         LOGGER.info("Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape %s" % (*result.speed_ms, shape))
     if plots and save_dir is not None:
         confusion.plot(save_dir=save_dir, names=list(names.values()))
+    if views_seen is not None:
+        result.view = views_seen.compute()
+        result.view_loss = view_loss_sum / max(len(dataloader), 1)
+        LOGGER.info(format_view_table(result.view, list(view_names)))
+        if plots and save_dir is not None:
+            plot_view_confusion_matrix(result.view.confusion, list(view_names), save_dir / "view_confusion_matrix.png")
     if save_json and save_dir is not None:
         file = save_dir / "predictions.json"
         file.write_text(json.dumps(json_rows))

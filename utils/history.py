@@ -1,0 +1,44 @@
+"""training_history.json: one record per epoch (losses, task weights, lrs, metrics, time).
+
+Rewritten atomically after every epoch so a crash leaves the last complete version and a
+resumed run appends to it. JSON rather than CSV because records nest (per-task weights,
+per-class metrics) and later balancers add per-step entries.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+class TrainingHistory:
+    """Accumulates epoch records (and optional per-step records) and keeps the file in sync."""
+
+    def __init__(self, path: str | Path, run_info: dict | None = None) -> None:
+        self.path = Path(path)
+        self.data: dict[str, Any] = {"run": run_info or {}, "epochs": [], "steps": []}
+        if self.path.is_file():  # a resumed run continues the same history
+            try:
+                loaded = json.loads(self.path.read_text())
+                self.data["epochs"] = loaded.get("epochs", [])
+                self.data["steps"] = loaded.get("steps", [])
+                self.data["run"] = {**loaded.get("run", {}), **self.data["run"]}
+            except (json.JSONDecodeError, OSError):
+                pass  # an unreadable history is replaced, never fatal
+
+    def log_epoch(self, record: dict) -> None:
+        epoch = record.get("epoch")
+        self.data["epochs"] = [r for r in self.data["epochs"] if r.get("epoch") != epoch] + [record]
+        self.save()
+
+    def log_step(self, record: dict) -> None:
+        """Kept in memory; written with the next epoch record."""
+        self.data["steps"].append(record)
+
+    def save(self) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".history.", suffix=".tmp", dir=self.path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.data, f, indent=1, default=float)
+        os.replace(tmp, self.path)
