@@ -45,6 +45,8 @@ def train_parser(description: str = "Train a YOLOv5-compatible detector") -> arg
     p.add_argument("--seed", type=int, default=0, help="Global training seed")
     p.add_argument("--deterministic", action="store_true", help="use deterministic algorithms (slower)")
     p.add_argument("--local_rank", type=int, default=-1, help="not supported yet (single process)")
+    p.add_argument("--view-levels", nargs="+", type=int, default=None,
+                   help="neck levels the view head pools (0=P3/8, 1=P4/16, 2=P5/32); default models/yolo_cls.py's")
     p.add_argument("--fitness", choices=["detection", "joint"], default="detection",
                    help="best.pt criterion: detection = YOLOv5's 0.1*mAP50 + 0.9*mAP50-95; joint = mean of that and "
                         "the view balanced accuracy (needs cls_names in the dataset YAML)")

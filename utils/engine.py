@@ -33,7 +33,7 @@ from utils.loss import ComputeLoss
 from utils.metrics import fitness
 from utils.model_loading import load_inference_model
 from utils.paths import ROOT, increment_path
-from utils.plots import plot_images, plot_labels, plot_results
+from utils.plots import plot_gradnorm, plot_images, plot_labels, plot_results
 from utils.synthetic import ensure_synthetic
 from utils.torch_utils import PARAM_GROUP_NAMES, ModelEMA, de_parallel, init_seeds, linear_lr, one_cycle, select_device, smart_optimizer
 from utils.validation import evaluate
@@ -45,7 +45,8 @@ RESULTS_KEYS = (
     "val/box_loss", "val/obj_loss", "val/cls_loss",
     "x/lr0", "x/lr1", "x/lr2",
 )
-VIEW_RESULTS_KEYS = ("train/view_loss", "val/view_loss", "metrics/view_accuracy", "metrics/view_balanced_accuracy")
+VIEW_RESULTS_KEYS = ("train/view_loss", "val/view_loss", "metrics/view_accuracy", "metrics/view_balanced_accuracy",
+                     "x/w_det", "x/w_view")
 
 
 @dataclass
@@ -129,21 +130,22 @@ def build_training_model(opt: argparse.Namespace, nc: int, names: dict, n_views:
     initialises its detector, since both share the same state-dict keys.
     """
     ckpt = None
+    view_kwargs = {"view_levels": tuple(opt.view_levels)} if n_views and getattr(opt, "view_levels", None) else {}
     if opt.weights:
         ckpt = load_checkpoint(resolve_path(opt.weights), trust=getattr(opt, "trust_weights", False))
         cfg = resolve_path(opt.cfg) if opt.cfg else ckpt["model_yaml"]
-        model = build_model(cfg, nc=nc, n_views=n_views)
+        model = build_model(cfg, nc=nc, n_views=n_views, **view_kwargs)
         state = inference_state(ckpt) if not opt.resume else ckpt["model"]
         own = model.state_dict()
         transferable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(transferable, strict=False)
         LOGGER.info(f"Transferred {len(transferable)}/{len(own)} items from {opt.weights}")
     elif opt.cfg:
-        model = build_model(resolve_path(opt.cfg), nc=nc, n_views=n_views)
+        model = build_model(resolve_path(opt.cfg), nc=nc, n_views=n_views, **view_kwargs)
     else:
         LOGGER.info("No --cfg or --weights given: building yolov5s from models/yolov5s.yaml, untrained "
                     "(YOLOv5 would download pretrained weights; this project never downloads anything)")
-        model = build_model(ROOT / "models" / "yolov5s.yaml", nc=nc, n_views=n_views)
+        model = build_model(ROOT / "models" / "yolov5s.yaml", nc=nc, n_views=n_views, **view_kwargs)
     model.names = dict(names)
     return model.to(device), ckpt
 
@@ -250,10 +252,18 @@ def load_task(opt: argparse.Namespace) -> tuple[dict, Task]:
     return data, Task(nc=nc, names=names, view_names=data.get("cls_names") or None)
 
 
-def train(opt: argparse.Namespace, make_balancer: Callable[[dict, tuple[str, ...]], Balancer] | None = None) -> dict:
+BalancerFactory = Callable[[dict, tuple[str, ...], torch.nn.Module], Balancer]
+
+
+def default_balancer(hyp: dict, task_names: tuple[str, ...], model: torch.nn.Module) -> Balancer:
+    """train.py's baseline: fixed task weights det_task / view_task from the hyps."""
+    return fixed_weights_from_hyp(hyp, task_names)
+
+
+def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_balancer) -> dict:
     """Train per `opt` (YOLOv5's train.py options); returns the final validation metrics.
 
-    `make_balancer(hyp, task_names)` chooses how task losses combine (default: fixed
+    `make_balancer(hyp, task_names, model)` chooses how task losses combine (default: fixed
     weights from the hyps); train_*.py scripts pass their own.
     """
     opt, hyp, run = setup_run(opt)
@@ -281,7 +291,7 @@ def train(opt: argparse.Namespace, make_balancer: Callable[[dict, tuple[str, ...
     lf = one_cycle(1, hyp["lrf"], opt.epochs) if opt.cos_lr else linear_lr(hyp["lrf"], opt.epochs)
     scheduler = lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
     ema = ModelEMA(model)
-    balancer = (make_balancer or fixed_weights_from_hyp)(hyp, task.task_names)
+    balancer = make_balancer(hyp, task.task_names, model)
 
     start_epoch, best_fitness = 0, 0.0
     if ckpt is not None and opt.resume:
@@ -330,7 +340,9 @@ def train(opt: argparse.Namespace, make_balancer: Callable[[dict, tuple[str, ...
         model.train()
         mean_loss = torch.zeros(len(task.loss_names), device=device)
         optimizer.zero_grad()
-        LOGGER.info(("\n" + "%11s" * (4 + len(task.loss_names))) % ("Epoch", "GPU_mem", *task.loss_names, "Instances", "Size"))
+        weight_names = [f"w_{t}" for t in task.task_names] if task.view_names else []
+        LOGGER.info(("\n" + "%11s" * (4 + len(task.loss_names) + len(weight_names))) % (
+            "Epoch", "GPU_mem", *task.loss_names, *weight_names, "Instances", "Size"))
         bar = tqdm(enumerate(train_loader), total=batches, bar_format="{l_bar}{bar:10}{r_bar}")
         for i, (imgs, targets, views, paths, _shapes) in bar:
             ni = i + batches * epoch
@@ -351,11 +363,15 @@ def train(opt: argparse.Namespace, make_balancer: Callable[[dict, tuple[str, ...
                 optimizer.step()
                 optimizer.zero_grad()
                 ema.update(model)
+                balancer.step()
+                if balancer.adaptive and balancer.last_stats is not None:
+                    history.log_step({"step": ni, "epoch": epoch, **balancer.last_stats})
                 last_opt_step = ni
             mean_loss = (mean_loss * i + loss_items) / (i + 1)
             mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
-            bar.set_description(("%11s" * 2 + "%11.4g" * (len(task.loss_names) + 2)) % (
-                f"{epoch}/{opt.epochs - 1}", mem, *mean_loss.tolist(), targets.shape[0], imgs.shape[-1]))
+            weights = balancer.weights.tolist() if task.view_names else []
+            bar.set_description(("%11s" * 2 + "%11.4g" * (len(task.loss_names) + len(weights) + 2)) % (
+                f"{epoch}/{opt.epochs - 1}", mem, *mean_loss.tolist(), *weights, targets.shape[0], imgs.shape[-1]))
             if plots and ni < 3:
                 plot_images(imgs, targets, paths, run.save_dir / f"train_batch{ni}.jpg", task.names,
                             captions=view_captions(views, task.view_names))
@@ -376,7 +392,7 @@ def train(opt: argparse.Namespace, make_balancer: Callable[[dict, tuple[str, ...
         row = [*train_losses[:3], *results, *lrs]
         if task.view_names:
             view_cols = ("view_loss", "view_accuracy", "view_balanced_accuracy")
-            row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in view_cols)]
+            row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in view_cols), *balancer.weights.tolist()]
         append_results_row(run.results_csv, epoch, row, task.results_keys)
         history.log_epoch(epoch_record(epoch, task, train_losses, balancer, lrs, results, view_val, t_epoch, fit))
         stop = epoch - best_epoch >= patience
@@ -401,6 +417,8 @@ def train(opt: argparse.Namespace, make_balancer: Callable[[dict, tuple[str, ...
     hours = (time.time() - t_start) / 3600
     LOGGER.info(f"\n{epoch - start_epoch + 1} epochs completed in {hours:.3f} hours.")
     final = finish(run, val_loader, task, device, opt, compute_loss, plots)
+    if plots and balancer.adaptive:
+        plot_gradnorm(history.path)
     return {"results": final, "save_dir": str(run.save_dir), "skipped_steps": skipped_steps}
 
 

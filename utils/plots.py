@@ -5,6 +5,7 @@ non-interactive Agg backend so nothing ever opens a window or blocks.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -389,3 +390,29 @@ def draw_view_label(img: np.ndarray, text: str, line_width: int | None = None) -
     cv2.rectangle(img, (0, 0), (text_w + 6, text_h + baseline + 6), (40, 40, 40), -1)
     cv2.putText(img, text, (3, text_h + 3), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thickness, cv2.LINE_AA)
     return img
+
+
+def plot_gradnorm(history_path: str | Path, save_path: str | Path | None = None) -> Path:
+    """gradnorm_weights.png from training_history.json steps: task weights and the gradient-norm ratio G_view/G_det."""
+    history_path = Path(history_path)
+    steps = json.loads(history_path.read_text()).get("steps", [])
+    save_path = Path(save_path) if save_path else history_path.parent / "gradnorm_weights.png"
+    fig, (ax_w, ax_g) = plt.subplots(1, 2, figsize=(12, 4), tight_layout=True)
+    if steps:
+        x = [s["step"] for s in steps]
+        for name in steps[0]["weights"]:
+            ax_w.plot(x, [s["weights"][name] for s in steps], label=f"w_{name}")
+        names = list(steps[0]["grad_norm"])
+        if len(names) == 2:
+            ratio = [s["grad_norm"][names[1]] / max(s["grad_norm"][names[0]], 1e-12) for s in steps]
+            ax_g.plot(x, ratio, label=f"G_{names[1]} / G_{names[0]}")
+            ax_g.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+            ax_g.set_yscale("log")
+    ax_w.set(xlabel="optimizer step (iteration)", ylabel="task weight", title="GradNorm task weights")
+    ax_g.set(xlabel="optimizer step (iteration)", ylabel="ratio", title="weighted gradient-norm ratio on W")
+    for ax in (ax_w, ax_g):
+        ax.legend() if ax.get_legend_handles_labels()[0] else None
+        ax.grid(alpha=0.3)
+    fig.savefig(save_path, dpi=150)
+    plt.close(fig)
+    return save_path
