@@ -1,31 +1,32 @@
-"""Which neck levels should the view head pool? A measurement, not a guess.
+"""Which neck levels should the view head pool? Measured with linear probes, not guessed.
 
-Trains the joint model once per level set on the med TRAIN split minus a patient-grouped
-hold-out (no patient of the hold-out is trained on), and reports view accuracy, balanced
-accuracy and detection mAP on that hold-out. The shipped valid split is not used, so the
-default is not tuned to it.
+Takes a DETECTION-ONLY checkpoint (its features never saw a view label), pools each neck
+level (P3/8, P4/16, P5/32) over the image, and fits a linear softmax classifier of the
+view on every level set, using the med TRAIN split minus a patient-grouped hold-out; it
+reports accuracy and balanced accuracy on the hold-out (no hold-out patient is used to
+fit the probe). The shipped valid split is not used, so the default is not tuned to it.
 
-    python benchmarks/view_levels.py --epochs 6 --img 320 --levels 2 --levels 0 1 2 --levels 0
+    python benchmarks/view_levels.py --weights runs/records/detection_only/weights/best.pt
 """
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
-import time
 from collections import defaultdict
+from itertools import combinations
 from pathlib import Path
 
-import yaml
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.cli import train_parser  # noqa: E402
+from utils.dataloaders import create_dataloader, find_images  # noqa: E402
 from utils.dataset_yaml import check_dataset  # noqa: E402
-from utils.dataloaders import find_images  # noqa: E402
-from utils.engine import train  # noqa: E402
+from utils.model_loading import load_inference_model  # noqa: E402
+from utils.view_metrics import compute_view_metrics  # noqa: E402
 
 
 def patient_holdout(images: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -35,55 +36,81 @@ def patient_holdout(images: list[str], fraction: float, seed: int) -> tuple[list
         by_patient[Path(path).name.split("-")[0]].append(path)
     patients = sorted(by_patient)
     random.Random(seed).shuffle(patients)
-    held, target = [], fraction * len(images)
+    held: list[str] = []
     for patient in patients:
-        if len(held) >= target:
+        if len(held) >= fraction * len(images):
             break
         held += by_patient[patient]
     held_set = set(held)
     return [p for p in images if p not in held_set], held
 
 
+@torch.inference_mode()
+def pooled_features(model, images: list[str], imgsz: int, n_views: int, nc: int) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """Per level, the globally averaged neck map of every image [N, C_level]; the view labels; the image order
+    (rectangular batching sorts images by aspect ratio)."""
+    loader, dataset = create_dataloader(images, imgsz, 32, 32, rect=True, pad=0.5, workers=2, nc=nc, n_views=n_views)
+    per_level: list[list[np.ndarray]] = [[], [], []]
+    views = []
+    for imgs, _, batch_views, *_ in loader:
+        for level, fmap in enumerate(model.forward_features(imgs.float() / 255)):
+            per_level[level].append(fmap.mean((2, 3)).numpy())
+        views.append(batch_views.numpy())
+    return [np.concatenate(f) for f in per_level], np.concatenate(views), dataset.img_files
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, n_views: int, epochs: int = 300) -> torch.nn.Linear:
+    """Multinomial logistic regression (full batch, L2-regularised, standardised inputs)."""
+    torch.manual_seed(0)
+    probe = torch.nn.Linear(x.shape[1], n_views)
+    optimizer = torch.optim.LBFGS(probe.parameters(), lr=0.5, max_iter=epochs)
+    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).long()
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(probe(xt), yt) + 1e-3 * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return probe
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", required=True, help="a detection-only checkpoint of this project")
     p.add_argument("--data", default="data/med.yaml")
-    p.add_argument("--levels", nargs="+", type=int, action="append", required=True)
-    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--img", type=int, default=320)
-    p.add_argument("--holdout", type=float, default=0.15)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(ROOT / "runs" / "view_levels"))
+    p.add_argument("--holdout", type=float, default=0.2)
+    p.add_argument("--seeds", type=int, default=3, help="number of patient-grouped hold-outs")
     args = p.parse_args()
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     data = check_dataset(args.data)
-    train_imgs, held = patient_holdout(find_images(data["train"]), args.holdout, args.seed)
-    (out / "train.txt").write_text("\n".join(train_imgs) + "\n")
-    (out / "holdout.txt").write_text("\n".join(held) + "\n")
-    split_yaml = out / "split.yaml"
-    split_yaml.write_text(yaml.safe_dump({"train": str(out / "train.txt"), "val": str(out / "holdout.txt"),
-                                          "names": list(data["names"].values()), "cls_names": data["cls_names"]}))
-    print(f"train {len(train_imgs)} images, patient-grouped hold-out {len(held)} images")
-
-    rows = []
-    for levels in args.levels:
-        name = "levels_" + "_".join(map(str, levels))
-        opt = train_parser().parse_args([
-            "--data", str(split_yaml), "--cfg", "models/yolov5n.yaml", "--weights", "", "--img", str(args.img),
-            "--hyp", "data/hyps/hyp.medical.yaml", "--epochs", str(args.epochs), "--batch-size", "16",
-            "--workers", "2", "--noplots", "--seed", str(args.seed), "--project", str(out), "--name", name,
-            "--exist-ok", "--view-levels", *map(str, levels)])
-        t0 = time.time()
-        result = train(opt)
-        history = json.loads((Path(result["save_dir"]) / "training_history.json").read_text())
-        last = history["epochs"][-1]["val"]
-        rows.append((levels, last["view_accuracy"], last["view_balanced_accuracy"], last["mAP_0.5"],
-                     last["mAP_0.5:0.95"], time.time() - t0))
-
-    print(f"\n{'levels':>10} {'view acc':>9} {'bal acc':>8} {'mAP50':>7} {'mAP50-95':>9} {'time s':>7}")
-    for levels, acc, bal, m50, m, secs in rows:
-        print(f"{str(levels):>10} {acc:9.3f} {bal:8.3f} {m50:7.3f} {m:9.3f} {secs:7.0f}")
+    n_views, nc = len(data["cls_names"]), int(data["nc"])
+    model, _ = load_inference_model(args.weights, torch.device("cpu"))
+    images = find_images(data["train"])
+    feats, views, order = pooled_features(model, images, args.img, n_views, nc)
+    position = {path: i for i, path in enumerate(order)}
+    level_sets = [c for r in (1, 2, 3) for c in combinations(range(3), r)]
+    scores: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    for seed in range(args.seeds):
+        train_imgs, held = patient_holdout(images, args.holdout, seed)
+        tr = np.array([position[p] for p in train_imgs if views[position[p]] >= 0])
+        te = np.array([position[p] for p in held if views[position[p]] >= 0])
+        for levels in level_sets:
+            x = np.concatenate([feats[level] for level in levels], 1)
+            mean, std = x[tr].mean(0), x[tr].std(0) + 1e-6
+            probe = fit_probe((x[tr] - mean) / std, views[tr], n_views)
+            pred = probe(torch.from_numpy((x[te] - mean) / std).float()).argmax(1).numpy()
+            m = compute_view_metrics(views[te], pred, n_views)
+            scores[levels].append((m.accuracy, m.balanced_accuracy))
+    print(f"linear probes on pooled neck features of {args.weights}; {args.seeds} patient-grouped hold-outs "
+          f"of {args.holdout:.0%} of the train split")
+    print(f"{'levels':>10} {'channels':>9} {'accuracy':>16} {'balanced acc':>16}")
+    for levels, values in scores.items():
+        acc, bal = np.array(values).T
+        channels = sum(feats[level].shape[1] for level in levels)
+        print(f"{str(levels):>10} {channels:>9} {acc.mean():9.3f} ± {acc.std():.3f} {bal.mean():9.3f} ± {bal.std():.3f}")
 
 
 if __name__ == "__main__":

@@ -121,11 +121,15 @@ def _is_writable_dir(folder: Path) -> bool:
 
 
 def _cache_locations(label_files: list[str]) -> tuple[Path, Path]:
-    """(beside the labels folder, fallback under runs/.cache) for this split's scan cache."""
+    """(beside the labels folder, fallback under runs/.cache) for this split's scan cache.
+
+    The fallback is keyed by the file list too, so subsets of one read-only folder (image
+    lists, patient-grouped splits) keep their own caches instead of overwriting each other.
+    """
     labels_dir = Path(label_files[0]).parent
     beside = labels_dir.with_suffix(".cache")
-    fallback = CACHE_FALLBACK_DIR / f"{hashlib.sha1(str(labels_dir).encode()).hexdigest()[:16]}.cache"
-    return beside, fallback
+    key = hashlib.sha1("\n".join([str(labels_dir), *label_files]).encode()).hexdigest()[:16]
+    return beside, CACHE_FALLBACK_DIR / f"{key}.cache"
 
 
 def _save_cache(path: Path, result: ScanResult, scan_hash: str) -> None:

@@ -260,11 +260,14 @@ def default_balancer(hyp: dict, task_names: tuple[str, ...], model: torch.nn.Mod
     return fixed_weights_from_hyp(hyp, task_names)
 
 
-def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_balancer) -> dict:
+def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_balancer,
+          make_model: Callable | None = None, make_optims: Callable | None = None) -> dict:
     """Train per `opt` (YOLOv5's train.py options); returns the final validation metrics.
 
-    `make_balancer(hyp, task_names, model)` chooses how task losses combine (default: fixed
-    weights from the hyps); train_*.py scripts pass their own.
+    The train_*.py scripts customise three things and nothing else: `make_balancer(hyp,
+    task_names, model)` (how task losses combine; default fixed weights from the hyps),
+    `make_model(opt, nc, names, n_views, device)` (the model; default detection or joint) and
+    `make_optims(model, opt, hyp)` (a dict of optimizers; default YOLOv5's single one).
     """
     opt, hyp, run = setup_run(opt)
     device = select_device(opt.device, batch_size=opt.batch_size)
@@ -277,7 +280,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
         (run.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
     LOGGER.info("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
 
-    model, ckpt = build_training_model(opt, task.nc, task.names, task.n_views, device)
+    model, ckpt = (make_model or build_training_model)(opt, task.nc, task.names, task.n_views, device)
     model.info()
     freeze_layers(model, opt.freeze)
     head = model.detect
@@ -287,15 +290,15 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
     batch_size = opt.batch_size
     accumulate = max(round(NOMINAL_BATCH / batch_size), 1)
     hyp["weight_decay"] *= batch_size * accumulate / NOMINAL_BATCH
-    optimizer = smart_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
+    optimizers = (make_optims or make_optimizers)(model, opt, hyp)
     lf = one_cycle(1, hyp["lrf"], opt.epochs) if opt.cos_lr else linear_lr(hyp["lrf"], opt.epochs)
-    scheduler = lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
+    schedulers = [lr_scheduler.LambdaLR(o, lr_lambda=lf) for o in optimizers.values()]
     ema = ModelEMA(model)
     balancer = make_balancer(hyp, task.task_names, model)
 
     start_epoch, best_fitness = 0, 0.0
     if ckpt is not None and opt.resume:
-        start_epoch, best_fitness = resume_state(ckpt, optimizer, ema, balancer, opt)
+        start_epoch, best_fitness = resume_state(ckpt, optimizers, ema, balancer, opt)
 
     train_loader, dataset = create_dataloader(
         data["train"], imgsz, batch_size, grid_stride, single_cls=opt.single_cls, hyp=hyp, augment=True,
@@ -327,7 +330,8 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
     batches = len(train_loader)
     warmup_iters = max(round(hyp["warmup_epochs"] * batches), 100) if hyp["warmup_epochs"] > 0 else 0
     last_opt_step = -1
-    scheduler.last_epoch = start_epoch - 1
+    for scheduler in schedulers:
+        scheduler.last_epoch = start_epoch - 1
     results, view_val = (0.0,) * 7, None
     best_epoch, patience = start_epoch, opt.patience or float("inf")
     skipped_steps = 0
@@ -339,7 +343,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
         t_epoch = time.time()
         model.train()
         mean_loss = torch.zeros(len(task.loss_names), device=device)
-        optimizer.zero_grad()
+        zero_grad(optimizers)
         weight_names = [f"w_{t}" for t in task.task_names] if task.view_names else []
         LOGGER.info(("\n" + "%11s" * (4 + len(task.loss_names) + len(weight_names))) % (
             "Epoch", "GPU_mem", *task.loss_names, *weight_names, "Instances", "Size"))
@@ -349,19 +353,20 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
             imgs = imgs.to(device, non_blocking=True).float() / 255
             targets, views = targets.to(device), views.to(device)
             if ni <= warmup_iters:
-                accumulate = warmup(optimizer, ni, warmup_iters, epoch, lf, hyp, batch_size)
+                accumulate = warmup(optimizers, ni, warmup_iters, epoch, lf, hyp, batch_size)
             losses, loss_items = task_losses(model(imgs), targets, views, compute_loss, imgs.shape[0])
             loss = balancer.combine(losses)
             if not torch.isfinite(loss):
                 skipped_steps += 1
                 LOGGER.warning(f"WARNING ⚠️ non-finite loss {loss.item()} at epoch {epoch} batch {i}, step skipped")
-                optimizer.zero_grad()
+                zero_grad(optimizers)
                 continue
             loss.backward()
             if ni - last_opt_step >= accumulate:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
-                optimizer.step()
-                optimizer.zero_grad()
+                for o in optimizers.values():
+                    o.step()
+                zero_grad(optimizers)
                 ema.update(model)
                 balancer.step()
                 if balancer.adaptive and balancer.last_stats is not None:
@@ -376,8 +381,9 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
                 plot_images(imgs, targets, paths, run.save_dir / f"train_batch{ni}.jpg", task.names,
                             captions=view_captions(views, task.view_names))
 
-        lrs = [g["lr"] for g in optimizer.param_groups]
-        scheduler.step()
+        lrs = {name: [g["lr"] for g in o.param_groups] for name, o in optimizers.items()}
+        for scheduler in schedulers:
+            scheduler.step()
         ema.update_attr(model)
         final_epoch = epoch + 1 == opt.epochs
         if not opt.noval or final_epoch:
@@ -389,7 +395,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
         if fit > best_fitness:
             best_fitness, best_epoch = fit, epoch
         train_losses = mean_loss.tolist()
-        row = [*train_losses[:3], *results, *lrs]
+        row = [*train_losses[:3], *results, *next(iter(lrs.values()))]  # x/lr0-2: the (detection) model's groups
         if task.view_names:
             view_cols = ("view_loss", "view_accuracy", "view_balanced_accuracy")
             row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in view_cols), *balancer.weights.tolist()]
@@ -400,7 +406,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
             ckpt_out = build_checkpoint(
                 model_yaml=model.yaml, model_state=de_parallel(model).state_dict(), names=task.names, epoch=epoch,
                 best_fitness=best_fitness, ema_state=ema.ema.state_dict(), ema_updates=ema.updates,
-                optimizer_state=optimizer.state_dict(), opt=vars(opt), hyp=hyp,
+                optimizer_state={name: o.state_dict() for name, o in optimizers.items()}, opt=vars(opt), hyp=hyp,
                 extra={"skipped_steps": skipped_steps, "results": list(results), "view_names": task.view_names,
                        "balancer": balancer.state_dict()},
             )
@@ -443,7 +449,7 @@ def view_captions(views: torch.Tensor, view_names: list | None) -> list[str] | N
     return [view_names[v] if v >= 0 else "no view" for v in views.tolist()]
 
 
-def epoch_record(epoch: int, task: Task, train_losses: list, balancer: Balancer, lrs: list, results: tuple,
+def epoch_record(epoch: int, task: Task, train_losses: list, balancer: Balancer, lrs: dict, results: tuple,
                  view_val: dict | None, t_epoch: float, fit: float) -> dict:
     """One training_history.json entry: losses, task weights, lrs, metrics, time."""
     record = {
@@ -451,7 +457,7 @@ def epoch_record(epoch: int, task: Task, train_losses: list, balancer: Balancer,
         "time_s": round(time.time() - t_epoch, 3),
         "train_loss": dict(zip(task.loss_names, train_losses)),
         "task_weights": balancer.weight_dict(),
-        "lr": dict(zip(PARAM_GROUP_NAMES, lrs)),
+        "lr": {name: dict(zip(PARAM_GROUP_NAMES, group_lrs)) for name, group_lrs in lrs.items()},
         "val": dict(zip(("precision", "recall", "mAP_0.5", "mAP_0.5:0.95", "box_loss", "obj_loss", "cls_loss"), results)),
         "fitness": fit,
     }
@@ -460,24 +466,40 @@ def epoch_record(epoch: int, task: Task, train_losses: list, balancer: Balancer,
     return record
 
 
-def warmup(optimizer, ni: int, warmup_iters: int, epoch: int, lf, hyp: dict, batch_size: int) -> int:
-    """YOLOv5 warmup: bias lr falls from warmup_bias_lr, other lrs rise from 0, momentum rises; returns accumulate."""
+def make_optimizers(model: torch.nn.Module, opt: argparse.Namespace, hyp: dict) -> dict[str, torch.optim.Optimizer]:
+    """train.py's optimizer: YOLOv5's three parameter groups over the whole model (train_dual.py adds one per network)."""
+    return {"model": smart_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])}
+
+
+def zero_grad(optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    for o in optimizers.values():
+        o.zero_grad()
+
+
+def warmup(optimizers: dict[str, torch.optim.Optimizer], ni: int, warmup_iters: int, epoch: int, lf, hyp: dict,
+           batch_size: int) -> int:
+    """YOLOv5 warmup: bias lr falls from warmup_bias_lr, other lrs rise from 0, momentum rises; returns accumulate.
+
+    A group may carry its own 'warmup_bias_lr' (an optimizer with another base lr scales it).
+    """
     xi = [0, warmup_iters]
     accumulate = max(1, int(np.interp(ni, xi, [1, NOMINAL_BATCH / batch_size]).round()))
-    for j, group in enumerate(optimizer.param_groups):
-        start = hyp["warmup_bias_lr"] if j == 0 else 0.0  # group 0 holds the biases
-        group["lr"] = float(np.interp(ni, xi, [start, group["initial_lr"] * lf(epoch)]))
-        if "momentum" in group:
-            group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
+    for o in optimizers.values():
+        for j, group in enumerate(o.param_groups):
+            start = group.get("warmup_bias_lr", hyp["warmup_bias_lr"]) if j == 0 else 0.0  # group 0 holds the biases
+            group["lr"] = float(np.interp(ni, xi, [start, group["initial_lr"] * lf(epoch)]))
+            if "momentum" in group:
+                group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
     return accumulate
 
 
-def resume_state(ckpt: dict, optimizer, ema: ModelEMA, balancer: Balancer, opt: argparse.Namespace) -> tuple[int, float]:
-    """Restore optimizer, EMA, balancer, epoch and best fitness from a last.pt; refuse a finished run."""
+def resume_state(ckpt: dict, optimizers: dict, ema: ModelEMA, balancer: Balancer, opt: argparse.Namespace) -> tuple[int, float]:
+    """Restore optimizers, EMA, balancer, epoch and best fitness from a last.pt; refuse a finished run."""
     start_epoch = int(ckpt["epoch"]) + 1
     if ckpt.get("optimizer") is None or start_epoch <= 0:
         raise SystemExit(f"--resume {opt.weights}: training to {opt.epochs} epochs is finished, nothing to resume")
-    optimizer.load_state_dict(ckpt["optimizer"])
+    for name, o in optimizers.items():
+        o.load_state_dict(ckpt["optimizer"][name])
     if ckpt.get("ema") is not None:
         ema.ema.load_state_dict(ckpt["ema"])
         ema.updates = int(ckpt.get("ema_updates", 0))
