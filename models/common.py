@@ -1,4 +1,4 @@
-"""Building blocks of the YOLOv5 v6 architecture: Conv, Bottleneck, C3, SPPF, Concat.
+"""Building blocks of the YOLOv5 v6 architecture: Conv, Bottleneck, C3, SPPF, Concat, Classify.
 
 Attribute names (conv, bn, act, cv1, cv2, cv3, m) are part of the checkpoint format:
 state-dict keys are built from them, so they must stay stable.
@@ -121,3 +121,20 @@ class Concat(nn.Module):
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(xs, dim=self.d)
+
+
+class Classify(nn.Module):
+    """Image-level classification head: global average pool -> Dropout -> Linear, giving logits [B, c2].
+
+    Deliberately compact (no wide 1x1 conv before pooling), so a classifier built on a small backbone
+    stays small; the pooled vector has the backbone's c1 channels.
+    """
+
+    def __init__(self, c1: int, c2: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(p=float(dropout))
+        self.linear = nn.Linear(c1, c2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.drop(self.pool(x).flatten(1)))

@@ -1,4 +1,4 @@
-"""YOLOv5 detection model: the Detect head, the YAML model parser and DetectionModel."""
+"""YOLOv5 models built from a model YAML: the Detect head, the parser, DetectionModel and ClassificationModel."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,7 @@ import torch
 import yaml
 from torch import nn
 
-from models.common import C3, SPPF, Bottleneck, Concat, Conv
+from models.common import C3, SPPF, Bottleneck, Classify, Concat, Conv
 from utils.logger import LOGGER
 from utils.paths import ROOT
 from utils.torch_utils import count_parameters
@@ -113,6 +113,7 @@ MODULES: dict[str, type[nn.Module]] = {
     "nn.Upsample": nn.Upsample,
     "Upsample": nn.Upsample,
     "Detect": Detect,
+    "Classify": Classify,
 }
 _CHANNEL_MODULES = (Conv, C3, Bottleneck, SPPF)  # args start with output channels; input channels prepended
 _REPEAT_ARG_MODULES = (C3,)  # the repeat count becomes an argument instead of stacking copies
@@ -169,6 +170,9 @@ def parse_model(cfg: dict, ch: list[int], verbose: bool = False) -> tuple[nn.Seq
             if isinstance(args[1], int):
                 args[1] = _placeholder_anchors(args[1], len(source))
             args.append([channels[s] for s in source])
+        elif module_type is Classify:  # like Detect, its output count (nc) is not width-scaled
+            args = [channels[source], *args]
+            out_channels = args[1]
         else:  # channel-preserving layers such as Upsample
             out_channels = channels[source]
         layer = nn.Sequential(*(module_type(*args) for _ in range(repeats))) if repeats > 1 else module_type(*args)
@@ -201,7 +205,104 @@ def load_model_config(cfg: str | Path | dict) -> tuple[dict, str]:
         return yaml.safe_load(f), path.stem
 
 
-class DetectionModel(nn.Module):
+class YAMLModel(nn.Module):
+    """What every model built by parse_model shares: layer routing, BN folding, FLOP count and summary.
+
+    One copy of this code serves DetectionModel and ClassificationModel alike. A subclass sets
+    `yaml`, `yaml_file`, `model` (parse_model's layers) and `save` in its __init__.
+    """
+
+    yaml: dict
+    yaml_file: str
+    model: nn.Sequential
+    save: list[int]
+
+    def _set_norm_and_activation_defaults(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps, module.momentum = 1e-3, 0.03
+            elif isinstance(module, (nn.SiLU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish)):
+                module.inplace = True
+
+    def _run_layers(self, x: torch.Tensor, stop_before: nn.Module | None = None) -> Any:
+        """Run model.model feeding each layer its `from` inputs; with stop_before, return that layer's input."""
+        kept: list[torch.Tensor | None] = []
+        for layer in self.model:
+            if layer.f != -1:
+                x = kept[layer.f] if isinstance(layer.f, int) else [x if j == -1 else kept[j] for j in layer.f]
+            if layer is stop_before:
+                return x
+            x = layer(x)
+            kept.append(x if layer.i in self.save else None)
+        if stop_before is not None:
+            raise RuntimeError(f"model has no {type(stop_before).__name__} layer")
+        return x
+
+    def fuse(self) -> YAMLModel:
+        """Fold every Conv's BatchNorm into its convolution (inference only); returns self."""
+        LOGGER.info("Fusing layers... ")
+        for module in self.model.modules():
+            if isinstance(module, Conv):
+                module.fuse_bn()
+        self.info()
+        return self
+
+    def _flop_probe_size(self) -> int:
+        """Square input side of the FLOP-counting forward; must be a multiple of the total stride."""
+        return 32
+
+    def _gflops(self, imgsz: int | tuple[int, int]) -> float:
+        """2 x multiply-accumulates, measured at one small probe input.
+
+        Conv2d work grows with the image area, so it is scaled from the probe to imgsz. Linear layers
+        here only ever see globally pooled vectors (Classify, view heads), so their work is counted
+        once, unscaled.
+        """
+        height, width = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+        probe = self._flop_probe_size()
+        conv_macs = 0
+        linear_macs = 0
+
+        def count_conv(module: nn.Conv2d, _inputs: Any, output: torch.Tensor) -> None:
+            nonlocal conv_macs
+            kernel = module.kernel_size[0] * module.kernel_size[1]
+            conv_macs += output.numel() * (module.in_channels // module.groups) * kernel
+
+        def count_linear(module: nn.Linear, _inputs: Any, output: torch.Tensor) -> None:
+            nonlocal linear_macs
+            linear_macs += output.numel() * module.in_features
+
+        param = next(self.parameters())
+        hooks = [m.register_forward_hook(count_conv) for m in self.modules() if isinstance(m, nn.Conv2d)]
+        hooks += [m.register_forward_hook(count_linear) for m in self.modules() if isinstance(m, nn.Linear)]
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                self.forward(torch.zeros(1, self.yaml["ch"], probe, probe, device=param.device, dtype=param.dtype))
+        finally:
+            self.train(was_training)
+            for hook in hooks:
+                hook.remove()
+        return 2 * (conv_macs * (height / probe) * (width / probe) + linear_macs) / 1e9
+
+    def info(self, imgsz: int | tuple[int, int] = 640) -> dict[str, float]:
+        """Layer/parameter/gradient counts and GFLOPs at imgsz; also logged as a YOLOv5-style summary line."""
+        summary = {
+            "layers": len(list(self.modules())),
+            "parameters": count_parameters(self),
+            "gradients": sum(p.numel() for p in self.parameters() if p.requires_grad),
+            "gflops": self._gflops(imgsz),
+        }
+        name = self.yaml_file.replace("yolov5", "YOLOv5")
+        LOGGER.info(
+            f"{name} summary: {summary['layers']} layers, {summary['parameters']} parameters, "
+            f"{summary['gradients']} gradients, {summary['gflops']:.1f} GFLOPs"
+        )
+        return summary
+
+
+class DetectionModel(YAMLModel):
     """A YOLOv5 detector built from a model YAML; forward returns ModelOutputs with raw Detect maps."""
 
     def __init__(
@@ -239,13 +340,6 @@ class DetectionModel(nn.Module):
         """Output stride of each Detect level, e.g. tensor([8., 16., 32.])."""
         return self.detect.stride
 
-    def _set_norm_and_activation_defaults(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.eps, module.momentum = 1e-3, 0.03
-            elif isinstance(module, (nn.SiLU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish)):
-                module.inplace = True
-
     @torch.no_grad()
     def _measure_strides(self, ch: int) -> None:
         """Strides from a dummy forward; then anchors go from pixels to grid units."""
@@ -260,64 +354,51 @@ class DetectionModel(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run every layer before Detect; return Detect's inputs (the P3, P4, P5 neck outputs)."""
-        kept: list[torch.Tensor | None] = []
-        detect = self.detect
-        for layer in self.model:
-            if layer.f != -1:
-                x = kept[layer.f] if isinstance(layer.f, int) else [x if j == -1 else kept[j] for j in layer.f]
-            if layer is detect:
-                return x if isinstance(x, list) else [x]
-            x = layer(x)
-            kept.append(x if layer.i in self.save else None)
-        raise RuntimeError("model has no Detect layer")
+        features = self._run_layers(x, stop_before=self.detect)
+        return features if isinstance(features, list) else [features]
 
     def forward(self, x: torch.Tensor) -> ModelOutputs:
         return ModelOutputs(det=self.detect(self.forward_features(x)))
 
-    def fuse(self) -> DetectionModel:
-        """Fold every Conv's BatchNorm into its convolution (inference only); returns self."""
-        LOGGER.info("Fusing layers... ")
-        for module in self.model.modules():
-            if isinstance(module, Conv):
-                module.fuse_bn()
-        self.info()
-        return self
+    def _flop_probe_size(self) -> int:
+        return max(int(self.stride.max()), 32)
 
-    def _gflops(self, imgsz: int | tuple[int, int]) -> float:
-        """2 x multiply-accumulates of all Conv2d layers, measured at one stride-sized input and scaled."""
-        height, width = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
-        probe = max(int(self.stride.max()), 32)
-        macs = 0
 
-        def count_conv(module: nn.Conv2d, _inputs: Any, output: torch.Tensor) -> None:
-            nonlocal macs
-            kernel = module.kernel_size[0] * module.kernel_size[1]
-            macs += output.numel() * (module.in_channels // module.groups) * kernel
 
-        param = next(self.parameters())
-        hooks = [m.register_forward_hook(count_conv) for m in self.modules() if isinstance(m, nn.Conv2d)]
-        was_training = self.training
-        try:
-            self.eval()
-            with torch.no_grad():
-                self.forward(torch.zeros(1, self.yaml["ch"], probe, probe, device=param.device, dtype=param.dtype))
-        finally:
-            self.train(was_training)
-            for hook in hooks:
-                hook.remove()
-        return 2 * macs / 1e9 * (height / probe) * (width / probe)
+class ClassificationModel(YAMLModel):
+    """An image classifier built from a model YAML whose last layer is Classify; forward returns logits [B, nc]."""
 
-    def info(self, imgsz: int | tuple[int, int] = 640) -> dict[str, float]:
-        """Layer/parameter/gradient counts and GFLOPs at imgsz; also logged as a YOLOv5-style summary line."""
-        summary = {
-            "layers": len(list(self.modules())),
-            "parameters": count_parameters(self),
-            "gradients": sum(p.numel() for p in self.parameters() if p.requires_grad),
-            "gflops": self._gflops(imgsz),
-        }
-        name = self.yaml_file.replace("yolov5", "YOLOv5")
-        LOGGER.info(
-            f"{name} summary: {summary['layers']} layers, {summary['parameters']} parameters, "
-            f"{summary['gradients']} gradients, {summary['gflops']:.1f} GFLOPs"
-        )
-        return summary
+    def __init__(
+        self,
+        cfg: str | Path | dict = "yolov5n-cls.yaml",
+        ch: int = 3,
+        nc: int | None = None,
+        *,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__()
+        self.yaml, self.yaml_file = load_model_config(cfg)
+        ch = self.yaml["ch"] = self.yaml.get("ch", ch)
+        if nc is not None and nc != self.yaml["nc"]:
+            LOGGER.info(f"Overriding model.yaml nc={self.yaml['nc']} with nc={nc}")
+            self.yaml["nc"] = nc
+        self.model, self.save = parse_model(deepcopy(self.yaml), [ch], verbose=verbose)
+        if not isinstance(self.model[-1], Classify):
+            raise ValueError("The last layer of a classification model YAML must be Classify")
+        self.names = {i: f"class{i}" for i in range(self.yaml["nc"])}
+        self._set_norm_and_activation_defaults()
+
+    @property
+    def classify(self) -> Classify:
+        return self.model[-1]
+
+    @property
+    def nc(self) -> int:
+        return self.classify.linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run_layers(x)
+
+    def info(self, imgsz: int | tuple[int, int] = 224) -> dict[str, float]:
+        """As YAMLModel.info, but at the usual classification input size (224) by default."""
+        return super().info(imgsz)

@@ -5,6 +5,10 @@ whole image (cardiac view: PSAX, PLAX, A4C, ...). JointModel subclasses Detectio
 `view_head.*` state-dict keys, so detection-only and joint checkpoints load into each other with
 strict=False. The view configuration lives in `model.yaml['view_head']`, so a checkpoint's model YAML
 alone rebuilds the right model.
+
+DualModel is the other remedy for gradient interference: a detector and a separate view classifier
+(ClassificationModel, models/yolov5n-cls.yaml by default) that share no parameter and no buffer, so
+neither task's loss can move the other's weights. Its YAML is {"dual": {...}} and build_model rebuilds it.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.common import C3, SPPF, Bottleneck, Conv
-from models.yolo import DetectionModel, ModelOutputs, load_model_config
+from models.yolo import ClassificationModel, Detect, DetectionModel, ModelOutputs, load_model_config
 from utils.logger import LOGGER
 
 # Indices into forward_features' maps (0 = P3/8, 1 = P4/16, 2 = P5/32) that the view head pools.
@@ -26,6 +30,8 @@ DEFAULT_VIEW_LEVELS: tuple[int, ...] = (0, 1, 2)
 DEFAULT_VIEW_HIDDEN = 256
 DEFAULT_VIEW_DROPOUT = 0.2
 VIEW_HEAD_KEY = "view_head"  # key of the view configuration inside model.yaml
+DUAL_KEY = "dual"  # top-level key of a DualModel's model.yaml
+DEFAULT_CLS_CFG = "yolov5n-cls.yaml"  # the DualModel's view classifier unless told otherwise
 
 
 class ViewHead(nn.Module):
@@ -120,18 +126,129 @@ class JointModel(DetectionModel):
         return ModelOutputs(det=self.detect(features), view_logits=view_logits)
 
 
+class DualModel(nn.Module):
+    """Detector + view classifier as two independent networks; forward gives ModelOutputs(det, view_logits).
+
+    Nothing is shared (no parameter, no buffer), so the view loss has zero gradient on the detector and
+    the detection loss zero gradient on the classifier: the task weights only scale each network's
+    own gradients. The classifier sees the batch itself, or, when cls_imgsz is set and differs from the
+    batch's size, the batch resized bilinearly to a cls_imgsz x cls_imgsz square (aspect ratio not kept:
+    the cheap choice, and training batches are square letterboxes anyway).
+    """
+
+    def __init__(
+        self,
+        det_cfg: str | Path | dict,
+        cls_cfg: str | Path | dict = DEFAULT_CLS_CFG,
+        nc: int | None = None,
+        n_views: int | None = None,
+        cls_imgsz: int | None = None,
+        *,
+        verbose: bool = False,
+    ) -> None:
+        """nc / n_views left as None come from the detector / classifier YAML."""
+        super().__init__()
+        if cls_imgsz is not None and (isinstance(cls_imgsz, bool) or int(cls_imgsz) != cls_imgsz or cls_imgsz < 1):
+            raise ValueError(f"cls_imgsz must be a positive integer or None, got {cls_imgsz!r}")
+        det_yaml, det_name = load_model_config(det_cfg)
+        if det_yaml.pop(VIEW_HEAD_KEY, None) is not None:
+            LOGGER.info("DualModel: ignoring the detector YAML's view_head (views come from the separate classifier)")
+        cls_yaml, cls_name = load_model_config(cls_cfg)
+        self.detector = DetectionModel(det_yaml, nc=nc, verbose=verbose)
+        self.classifier = ClassificationModel(cls_yaml, nc=n_views, verbose=verbose)
+        self.detector.yaml_file = det_name if det_name != "Model" else "Detector"  # names its summary line
+        self.classifier.yaml_file = cls_name if cls_name != "Model" else "Classifier"
+        if self.detector.yaml["ch"] != self.classifier.yaml["ch"]:
+            raise ValueError(f"detector and classifier must read the same input channels, got "
+                             f"{self.detector.yaml['ch']} and {self.classifier.yaml['ch']}")
+        self.cls_imgsz = None if cls_imgsz is None else int(cls_imgsz)
+        self.yaml = {DUAL_KEY: {"detector": self.detector.yaml, "classifier": self.classifier.yaml,
+                                "cls_imgsz": self.cls_imgsz}}
+        self.view_names = {i: f"view{i}" for i in range(self.n_views)}
+
+    @property
+    def detect(self) -> Detect:
+        return self.detector.detect
+
+    @property
+    def stride(self) -> torch.Tensor:
+        """The detector's output strides; the classifier has no say in grid alignment."""
+        return self.detector.stride
+
+    @property
+    def n_views(self) -> int:
+        return self.classifier.nc
+
+    @property
+    def names(self) -> dict:
+        """Detection class names; they live on the detector so both views of the model agree."""
+        return self.detector.names
+
+    @names.setter
+    def names(self, value: dict) -> None:
+        self.detector.names = value
+
+    def classifier_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch as the classifier sees it: x, or x resized to a cls_imgsz square (bilinear)."""
+        size = self.cls_imgsz
+        if size is None or tuple(x.shape[-2:]) == (size, size):
+            return x
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The detector's Detect inputs (P3, P4, P5 neck maps)."""
+        return self.detector.forward_features(x)
+
+    def forward(self, x: torch.Tensor) -> ModelOutputs:
+        return ModelOutputs(det=self.detector(x).det, view_logits=self.classifier(self.classifier_input(x)))
+
+    def fuse(self) -> DualModel:
+        """Fold BatchNorm into the convolutions of both networks (inference only); returns self."""
+        self.detector.fuse()
+        self.classifier.fuse()
+        return self
+
+    def info(self, imgsz: int | tuple[int, int] = 640) -> dict[str, Any]:
+        """Per-network summaries (the classifier at the size it is fed) plus totals; one log line each."""
+        detector = self.detector.info(imgsz)
+        classifier = self.classifier.info(imgsz if self.cls_imgsz is None else self.cls_imgsz)
+        summary: dict[str, Any] = {"detector": detector, "classifier": classifier}
+        for key in ("layers", "parameters", "gradients", "gflops"):
+            summary[key] = detector[key] + classifier[key]
+        LOGGER.info(f"DualModel summary: {summary['parameters']} parameters, {summary['gflops']:.1f} GFLOPs "
+                    f"(detector + classifier, nothing shared)")
+        return summary
+
+
 _VIEW_KWARGS = ("view_levels", "view_hidden", "view_dropout")
 
 
-def build_model(model_yaml: dict | str | Path, nc: int | None = None, n_views: int | None = None,
-                **kwargs: Any) -> DetectionModel:
-    """The one model factory: JointModel when n_views is given or the YAML has view_head, else DetectionModel."""
-    cfg, _ = load_model_config(model_yaml)
-    if n_views is not None or cfg.get(VIEW_HEAD_KEY):
-        return JointModel(model_yaml, nc=nc, n_views=n_views, **kwargs)
+def _warn_ignored(kwargs: dict, reason: str) -> None:
     ignored = [key for key in _VIEW_KWARGS if kwargs.pop(key, None) is not None]
     if ignored:
-        LOGGER.warning(f"build_model: {', '.join(ignored)} ignored, the model has no view task (no n_views)")
+        LOGGER.warning(f"build_model: {', '.join(ignored)} ignored, {reason}")
+
+
+def build_model(model_yaml: dict | str | Path, nc: int | None = None, n_views: int | None = None,
+                **kwargs: Any) -> DetectionModel | DualModel:
+    """The one model factory.
+
+    A YAML with the 'dual' key -> DualModel (nc / n_views override its sub-YAMLs; cls_imgsz and verbose
+    may be passed); else JointModel when n_views is given or the YAML has view_head; else DetectionModel.
+    """
+    cfg, _ = load_model_config(model_yaml)
+    if cfg.get(DUAL_KEY):
+        spec = cfg[DUAL_KEY]
+        _warn_ignored(kwargs, "a DualModel has no view head on the detector")
+        cls_imgsz = kwargs.pop("cls_imgsz", spec.get("cls_imgsz"))
+        verbose = kwargs.pop("verbose", False)
+        if kwargs:
+            raise TypeError(f"build_model got arguments a DualModel does not take: {', '.join(kwargs)}")
+        return DualModel(spec["detector"], spec["classifier"], nc=nc, n_views=n_views, cls_imgsz=cls_imgsz,
+                         verbose=verbose)
+    if n_views is not None or cfg.get(VIEW_HEAD_KEY):
+        return JointModel(model_yaml, nc=nc, n_views=n_views, **kwargs)
+    _warn_ignored(kwargs, "the model has no view task (no n_views)")
     return DetectionModel(model_yaml, nc=nc, **kwargs)
 
 

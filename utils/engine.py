@@ -151,10 +151,13 @@ def build_training_model(opt: argparse.Namespace, nc: int, names: dict, n_views:
 
 
 def freeze_layers(model: torch.nn.Module, freeze: list[int]) -> None:
-    """--freeze: stop gradients for layers model.0..N-1 (one number) or the listed layer indices."""
+    """--freeze: stop gradients for layers model.0..N-1 (one number) or the listed layer indices.
+
+    The indices are the detector's YAML layers (of the detector network in a DualModel).
+    """
     indices = range(freeze[0]) if len(freeze) == 1 else freeze
     prefixes = tuple(f"model.{i}." for i in indices)
-    for name, param in model.named_parameters():
+    for name, param in getattr(model, "detector", model).named_parameters():
         param.requires_grad = True
         if prefixes and name.startswith(prefixes):
             LOGGER.info(f"freezing {name}")

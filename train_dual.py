@@ -1,0 +1,102 @@
+"""Detection and view classification on two independent networks: no shared parameter at all.
+
+    python train_dual.py --data data/med.yaml --epochs 50
+
+Every flag of train.py works here too (one shared parser, one training loop). Per batch:
+one data pass, two forwards, one backward over the sum of the two losses. Because the
+networks share nothing, that single backward gives each network exactly the gradient of
+its own loss (tests/test_dual_model.py proves it), so two backward passes would only cost
+time. Each network has its own optimizer and learning rate, on the same schedule.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from models.yolo_cls import DualModel
+from utils.checkpoints import CheckpointError, inference_state, load_checkpoint
+from utils.cli import resolve_path, train_parser
+from utils.dataset_yaml import DatasetError
+from utils.engine import build_training_model, train
+from utils.logger import LOGGER
+from utils.paths import ROOT
+from utils.torch_utils import smart_optimizer
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = train_parser("Detector and view classifier with no shared parameter")
+    g = p.add_argument_group("view classifier (the second network)")
+    g.add_argument("--cls-cfg", type=str, default=str(ROOT / "models" / "yolov5n-cls.yaml"),
+                   help="classifier model.yaml (default: the yolov5n backbone with a pooled linear head)")
+    g.add_argument("--cls-weights", type=str, default="", help="initial classifier weights (a train_dual.py checkpoint)")
+    g.add_argument("--cls-optimizer", choices=["SGD", "Adam", "AdamW"], default=None,
+                   help="classifier optimizer (default: the same as --optimizer)")
+    g.add_argument("--cls-lr0", type=float, default=None, help="classifier initial learning rate (default: the hyp's lr0)")
+    g.add_argument("--cls-imgsz", type=int, default=None, help="classifier input size (default: --imgsz)")
+    opt = p.parse_args(argv)
+    opt.script = "train_dual.py"
+    return opt
+
+
+def _load_part(model: torch.nn.Module, state: dict, prefix: str, source: str) -> None:
+    """Copy the matching tensors of `state` (keys optionally under `prefix`) into `model`."""
+    own = model.state_dict()
+    picked = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+    transferable = {k: v for k, v in picked.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(transferable, strict=False)
+    LOGGER.info(f"Transferred {len(transferable)}/{len(own)} items from {source}")
+
+
+def dual_model_factory(opt: argparse.Namespace):
+    """The DualModel builder the engine calls once it knows the classes and views."""
+
+    def make(opt_: argparse.Namespace, nc: int, names: dict, n_views: int | None, device: torch.device):
+        if not n_views:
+            raise SystemExit(f"train_dual.py trains a detector and a view classifier, but {opt.data} declares no "
+                             f"cls_names (use train.py for detection only)")
+        if opt.resume:  # the checkpoint's own YAML rebuilds both networks
+            return build_training_model(opt_, nc, names, n_views, device)
+        cls_imgsz = opt.cls_imgsz if opt.cls_imgsz and opt.cls_imgsz != opt.imgsz else None
+        det_ckpt = load_checkpoint(resolve_path(opt.weights), trust=opt.trust_weights) if opt.weights else None
+        det_cfg = resolve_path(opt.cfg) if opt.cfg else None
+        if det_cfg is None and det_ckpt is not None:
+            det_cfg = det_ckpt["model_yaml"].get("dual", {}).get("detector", det_ckpt["model_yaml"])
+        if det_cfg is None:
+            LOGGER.info("No --cfg or --weights given: the detector is yolov5s from models/yolov5s.yaml, untrained")
+            det_cfg = ROOT / "models" / "yolov5s.yaml"
+        model = DualModel(det_cfg, resolve_path(opt.cls_cfg), nc=nc, n_views=n_views, cls_imgsz=cls_imgsz)
+        if det_ckpt is not None:
+            _load_part(model.detector, inference_state(det_ckpt), "detector.", opt.weights)
+        if opt.cls_weights:
+            cls_ckpt = load_checkpoint(resolve_path(opt.cls_weights), trust=opt.trust_weights)
+            _load_part(model.classifier, inference_state(cls_ckpt), "classifier.", opt.cls_weights)
+        model.names = dict(names)
+        return model.to(device), None
+
+    return make
+
+
+def dual_optimizers(model: DualModel, opt: argparse.Namespace, hyp: dict) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer per network, each with YOLOv5's three parameter groups and its own lr."""
+    cls_lr0 = opt.cls_lr0 if opt.cls_lr0 is not None else hyp["lr0"]
+    optimizers = {
+        "detector": smart_optimizer(model.detector, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"]),
+        "classifier": smart_optimizer(model.classifier, opt.cls_optimizer or opt.optimizer, cls_lr0, hyp["momentum"],
+                                      hyp["weight_decay"]),
+    }
+    for group in optimizers["classifier"].param_groups:  # warm the bias lr down to the classifier's own rate
+        group["warmup_bias_lr"] = hyp["warmup_bias_lr"] * cls_lr0 / hyp["lr0"]
+    return optimizers
+
+
+def main(opt: argparse.Namespace) -> dict:
+    try:
+        return train(opt, make_model=dual_model_factory(opt), make_optims=dual_optimizers)
+    except (DatasetError, CheckpointError) as e:
+        sys.exit(f"ERROR: {e}")
+
+
+if __name__ == "__main__":
+    main(parse_opt())
