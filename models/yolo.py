@@ -301,6 +301,25 @@ class YAMLModel(nn.Module):
         )
         return summary
 
+    def _build(self, cfg: str | Path | dict, ch: int, nc: int | None, last_layer: type, anchors=None,
+               verbose: bool = False) -> int:
+        """Load the YAML (nc/anchors overridden if given), build the layers, check the last one; returns ch."""
+        self.yaml, self.yaml_file = load_model_config(cfg)
+        ch = self.yaml["ch"] = self.yaml.get("ch", ch)
+        if nc is not None and nc != self.yaml["nc"]:
+            LOGGER.info(f"Overriding model.yaml nc={self.yaml['nc']} with nc={nc}")
+            self.yaml["nc"] = nc
+        if anchors is not None:
+            LOGGER.info(f"Overriding model.yaml anchors with anchors={anchors}")
+            self.yaml["anchors"] = anchors
+        self.model, self.save = parse_model(deepcopy(self.yaml), [ch], verbose=verbose)
+        if not isinstance(self.model[-1], last_layer):
+            raise ValueError(f"The last layer of this model YAML must be {last_layer.__name__}")
+        self.names = {i: f"class{i}" for i in range(self.yaml["nc"])}
+        self._set_norm_and_activation_defaults()
+        return ch
+
+
 
 class DetectionModel(YAMLModel):
     """A YOLOv5 detector built from a model YAML; forward returns ModelOutputs with raw Detect maps."""
@@ -315,19 +334,7 @@ class DetectionModel(YAMLModel):
         verbose: bool = False,
     ) -> None:
         super().__init__()
-        self.yaml, self.yaml_file = load_model_config(cfg)
-        ch = self.yaml["ch"] = self.yaml.get("ch", ch)
-        if nc is not None and nc != self.yaml["nc"]:
-            LOGGER.info(f"Overriding model.yaml nc={self.yaml['nc']} with nc={nc}")
-            self.yaml["nc"] = nc
-        if anchors is not None:
-            LOGGER.info(f"Overriding model.yaml anchors with anchors={anchors}")
-            self.yaml["anchors"] = anchors
-        self.model, self.save = parse_model(deepcopy(self.yaml), [ch], verbose=verbose)
-        if not isinstance(self.model[-1], Detect):
-            raise ValueError("The last layer of a detection model YAML must be Detect")
-        self.names = {i: f"class{i}" for i in range(self.yaml["nc"])}
-        self._set_norm_and_activation_defaults()
+        ch = self._build(cfg, ch, nc, Detect, anchors=anchors, verbose=verbose)
         self._measure_strides(ch)
         self.detect.initialize_biases()
 
@@ -377,16 +384,7 @@ class ClassificationModel(YAMLModel):
         verbose: bool = False,
     ) -> None:
         super().__init__()
-        self.yaml, self.yaml_file = load_model_config(cfg)
-        ch = self.yaml["ch"] = self.yaml.get("ch", ch)
-        if nc is not None and nc != self.yaml["nc"]:
-            LOGGER.info(f"Overriding model.yaml nc={self.yaml['nc']} with nc={nc}")
-            self.yaml["nc"] = nc
-        self.model, self.save = parse_model(deepcopy(self.yaml), [ch], verbose=verbose)
-        if not isinstance(self.model[-1], Classify):
-            raise ValueError("The last layer of a classification model YAML must be Classify")
-        self.names = {i: f"class{i}" for i in range(self.yaml["nc"])}
-        self._set_norm_and_activation_defaults()
+        self._build(cfg, ch, nc, Classify, verbose=verbose)
 
     @property
     def classify(self) -> Classify:

@@ -11,18 +11,7 @@ import yaml
 import detect
 import train_dual
 import val
-
-
-def _yaml(tmp: Path, med_root: Path, with_views: bool = True) -> Path:
-    images = sorted((med_root / "train" / "images").glob("*.png"))[:8]
-    listing = tmp / "list.txt"
-    listing.write_text("\n".join(str(p) for p in images) + "\n")
-    cfg = {"train": str(listing), "val": str(listing), "names": ["AR", "MR", "PR", "TR"]}
-    if with_views:
-        cfg["cls_names"] = ["PSAX", "PLAX", "A4C"]
-    path = tmp / ("views.yaml" if with_views else "plain.yaml")
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+from tests.helpers import med_subset_yaml
 
 
 ARGS = ["--cfg", "models/yolov5n.yaml", "--img", "96", "--batch-size", "4", "--workers", "0", "--noautoanchor",
@@ -32,7 +21,7 @@ ARGS = ["--cfg", "models/yolov5n.yaml", "--img", "96", "--batch-size", "4", "--w
 @pytest.fixture(scope="module")
 def dual_run(tmp_path_factory, med_root) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("dual")
-    data = _yaml(tmp, med_root)
+    data = med_subset_yaml(tmp, med_root)
     result = train_dual.main(train_dual.parse_opt(["--data", str(data), "--epochs", "1",
                                                    "--project", str(tmp / "runs"), *ARGS]))
     return Path(result["save_dir"]), data
@@ -77,7 +66,7 @@ def test_detector_initialised_from_detection_checkpoint(dual_run, tmp_path, med_
 
 
 def test_refuses_dataset_without_views(tmp_path, med_root):
-    data = _yaml(tmp_path, med_root, with_views=False)
+    data = med_subset_yaml(tmp_path, med_root, with_views=False)
     with pytest.raises(SystemExit, match="declares no cls_names"):
         train_dual.main(train_dual.parse_opt(["--data", str(data), "--epochs", "1",
                                               "--project", str(tmp_path / "runs"), *ARGS]))

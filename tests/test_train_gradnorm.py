@@ -10,18 +10,7 @@ import yaml
 
 import train_gradnorm
 from utils.engine import VIEW_RESULTS_KEYS
-
-
-def _yaml(tmp: Path, med_root: Path, with_views: bool) -> Path:
-    images = sorted((med_root / "train" / "images").glob("*.png"))[:8]
-    listing = tmp / "list.txt"
-    listing.write_text("\n".join(str(p) for p in images) + "\n")
-    cfg = {"train": str(listing), "val": str(listing), "names": ["AR", "MR", "PR", "TR"]}
-    if with_views:
-        cfg["cls_names"] = ["PSAX", "PLAX", "A4C"]
-    path = tmp / ("views.yaml" if with_views else "plain.yaml")
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+from tests.helpers import med_subset_yaml
 
 
 ARGS = ["--cfg", "models/yolov5n.yaml", "--img", "96", "--batch-size", "2", "--workers", "0", "--noautoanchor",
@@ -29,7 +18,7 @@ ARGS = ["--cfg", "models/yolov5n.yaml", "--img", "96", "--batch-size", "2", "--w
 
 
 def test_gradnorm_run_logs_weights_and_resumes(tmp_path: Path, med_root: Path):
-    data = _yaml(tmp_path, med_root, with_views=True)
+    data = med_subset_yaml(tmp_path, med_root, with_views=True)
     result = train_gradnorm.main(train_gradnorm.parse_opt(
         ["--data", str(data), "--epochs", "2", "--project", str(tmp_path / "runs"), *ARGS]))
     save_dir = Path(result["save_dir"])
@@ -50,14 +39,14 @@ def test_gradnorm_run_logs_weights_and_resumes(tmp_path: Path, med_root: Path):
 
 
 def test_refuses_dataset_without_views(tmp_path: Path, med_root: Path):
-    data = _yaml(tmp_path, med_root, with_views=False)
+    data = med_subset_yaml(tmp_path, med_root, with_views=False)
     with pytest.raises(SystemExit, match="declares no cls_names"):
         train_gradnorm.main(train_gradnorm.parse_opt(
             ["--data", str(data), "--epochs", "1", "--project", str(tmp_path / "runs"), *ARGS]))
 
 
 def test_bad_gradnorm_flag_is_one_sentence(tmp_path: Path, med_root: Path):
-    data = _yaml(tmp_path, med_root, with_views=True)
+    data = med_subset_yaml(tmp_path, med_root, with_views=True)
     with pytest.raises(SystemExit, match="--gradnorm-min-weight"):
         train_gradnorm.main(train_gradnorm.parse_opt(
             ["--data", str(data), "--epochs", "1", "--project", str(tmp_path / "runs"), *ARGS,
