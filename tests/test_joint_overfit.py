@@ -20,7 +20,7 @@ from utils.torch_utils import init_seeds, smart_optimizer
 from utils.validation import evaluate
 
 IMGSZ = 256
-STEPS = 250
+STEPS = {"joint": 250, "dual": 400}  # the dual model's classifier learns from scratch with no detection features
 VIEWS = ["PSAX", "PLAX", "A4C"]
 
 
@@ -57,7 +57,7 @@ def test_overfit_twelve_med_images(kind: str, med_root: Path, tmp_path: Path):
     optimizer = smart_optimizer(model, "AdamW", lr=0.003, momentum=0.9, decay=0.0)
     model.train()
     x = imgs.float() / 255
-    for _ in range(STEPS):
+    for _ in range(STEPS[kind]):
         outputs = model(x)
         det_loss, _ = compute_loss(outputs.det, targets)
         loss = det_loss + view_loss(outputs.view_logits, views) * x.shape[0]
