@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,8 +14,7 @@ import numpy as np
 import torch
 
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
-from utils.checkpoints import CheckpointError
-from utils.cli import resolve_path
+from utils.cli import resolve_path, run_or_exit
 from utils.dataloaders import LoadImages
 from utils.engine import check_img_size
 from utils.logger import LOGGER
@@ -182,10 +180,7 @@ def run(opt: argparse.Namespace) -> Path:
 
 
 def main(opt: argparse.Namespace) -> Path:
-    try:
-        return run(opt)
-    except (CheckpointError, FileNotFoundError) as e:
-        sys.exit(f"ERROR: {e}")
+    return run_or_exit(run, opt)
 
 
 if __name__ == "__main__":

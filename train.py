@@ -5,11 +5,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from utils.checkpoints import CheckpointError
-from utils.cli import train_parser
-from utils.dataset_yaml import DatasetError
+from utils.cli import run_or_exit, train_parser
 from utils.engine import train
 
 
@@ -18,10 +15,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(opt: argparse.Namespace) -> dict:
-    try:
-        return train(opt)
-    except (DatasetError, CheckpointError) as e:
-        sys.exit(f"ERROR: {e}")
+    return run_or_exit(train, opt)
 
 
 if __name__ == "__main__":

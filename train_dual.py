@@ -11,14 +11,12 @@ time. Each network has its own optimizer and learning rate, on the same schedule
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
 from models.yolo_cls import DualModel
-from utils.checkpoints import CheckpointError, inference_state, load_checkpoint
-from utils.cli import resolve_path, train_parser
-from utils.dataset_yaml import DatasetError
+from utils.checkpoints import inference_state, load_checkpoint
+from utils.cli import resolve_path, run_or_exit, train_parser
 from utils.engine import build_training_model, train
 from utils.logger import LOGGER
 from utils.paths import ROOT
@@ -92,10 +90,7 @@ def dual_optimizers(model: DualModel, opt: argparse.Namespace, hyp: dict) -> dic
 
 
 def main(opt: argparse.Namespace) -> dict:
-    try:
-        return train(opt, make_model=dual_model_factory(opt), make_optims=dual_optimizers)
-    except (DatasetError, CheckpointError) as e:
-        sys.exit(f"ERROR: {e}")
+    return run_or_exit(lambda: train(opt, make_model=dual_model_factory(opt), make_optims=dual_optimizers))
 
 
 if __name__ == "__main__":

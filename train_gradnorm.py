@@ -8,14 +8,11 @@ Every flag of train.py works here too (one shared parser, one training loop); th
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
 from models.yolo_cls import JointModel, last_shared_weight
-from utils.checkpoints import CheckpointError
-from utils.cli import train_parser
-from utils.dataset_yaml import DatasetError
+from utils.cli import run_or_exit, train_parser
 from utils.engine import train
 from utils.gradnorm import GradNorm
 from utils.logger import LOGGER
@@ -72,10 +69,7 @@ def gradnorm_factory(opt: argparse.Namespace):
 
 
 def main(opt: argparse.Namespace) -> dict:
-    try:
-        return train(opt, make_balancer=gradnorm_factory(opt))
-    except (DatasetError, CheckpointError) as e:
-        sys.exit(f"ERROR: {e}")
+    return run_or_exit(lambda: train(opt, make_balancer=gradnorm_factory(opt)))
 
 
 if __name__ == "__main__":

@@ -5,13 +5,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from utils.checkpoints import CheckpointError
-from utils.cli import resolve_path
+from utils.cli import resolve_path, run_or_exit
 from utils.dataloaders import create_dataloader
-from utils.dataset_yaml import DatasetError, check_dataset
+from utils.dataset_yaml import check_dataset
 from utils.engine import check_img_size
 from utils.logger import LOGGER
 from utils.model_loading import load_inference_model
@@ -89,10 +87,7 @@ def run(opt: argparse.Namespace) -> list[DetectionResult]:
 
 
 def main(opt: argparse.Namespace) -> list[DetectionResult]:
-    try:
-        return run(opt)
-    except (DatasetError, CheckpointError) as e:
-        sys.exit(f"ERROR: {e}")
+    return run_or_exit(run, opt)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ STRATEGIES = ("fixed", "gradnorm", "dual")
 
 def measure(strategy: str, opt: argparse.Namespace, queue) -> None:
     """Child process: build the strategy, time `opt.steps` steps after 2 warm-up steps, report to the queue."""
-    import torch
 
     from models.yolo_cls import DualModel, JointModel, last_shared_weight
     from utils.dataloaders import create_dataloader

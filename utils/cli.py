@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from utils.paths import ROOT
+
+T = TypeVar("T")
 
 
 def train_parser(description: str = "Train a YOLOv5-compatible detector") -> argparse.ArgumentParser:
@@ -71,3 +75,14 @@ def resolve_path(path: str) -> str:
         return path
     candidate = ROOT / path
     return str(candidate) if candidate.exists() else path
+
+
+def run_or_exit(entry: Callable[..., T], *args) -> T:
+    """Run a script's entry point; a user error (bad dataset, weights or source) exits with one line, no traceback."""
+    from utils.checkpoints import CheckpointError
+    from utils.dataset_yaml import DatasetError
+
+    try:
+        return entry(*args)
+    except (DatasetError, CheckpointError, FileNotFoundError) as e:
+        sys.exit(f"ERROR: {e}")
