@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from models.yolo_cls import DualModel
+from models.yolo_cls import DEFAULT_CLS_CFG, DualModel
 from utils.checkpoints import inference_state, load_checkpoint
 from utils.cli import resolve_path, run_or_exit, train_parser
 from utils.engine import build_training_model, train
@@ -26,8 +26,9 @@ from utils.torch_utils import smart_optimizer
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = train_parser("Detector and view classifier with no shared parameter")
     g = p.add_argument_group("view classifier (the second network)")
-    g.add_argument("--cls-cfg", type=str, default=str(ROOT / "models" / "yolov5n-cls.yaml"),
-                   help="classifier model.yaml (default: the yolov5n backbone with a pooled linear head)")
+    g.add_argument("--cls-cfg", type=str, default=str(ROOT / "models" / DEFAULT_CLS_CFG),
+                   help="classifier model.yaml (default: the yolov5n backbone at half width with a pooled "
+                        "linear head; models/yolov5n-cls.yaml is the full-width one)")
     g.add_argument("--cls-weights", type=str, default="", help="initial classifier weights (a train_dual.py checkpoint)")
     g.add_argument("--cls-optimizer", choices=["SGD", "Adam", "AdamW"], default=None,
                    help="classifier optimizer (default: the same as --optimizer)")

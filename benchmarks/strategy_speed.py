@@ -72,7 +72,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="data/med.yaml")
     p.add_argument("--cfg", default="models/yolov5n.yaml")
-    p.add_argument("--cls-cfg", default="models/yolov5n-cls.yaml")
+    p.add_argument("--cls-cfg", default="models/yolov5n-cls-thin.yaml")
     p.add_argument("--img", type=int, default=320)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)

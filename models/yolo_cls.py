@@ -35,7 +35,7 @@ DEFAULT_VIEW_HIDDEN = 256
 DEFAULT_VIEW_DROPOUT = 0.2
 VIEW_HEAD_KEY = "view_head"  # key of the view configuration inside model.yaml
 DUAL_KEY = "dual"  # top-level key of a DualModel's model.yaml
-DEFAULT_CLS_CFG = "yolov5n-cls.yaml"  # the DualModel's view classifier unless told otherwise
+DEFAULT_CLS_CFG = "yolov5n-cls-thin.yaml"  # the DualModel's view classifier unless told otherwise
 
 
 class ViewHead(nn.Module):

@@ -271,11 +271,23 @@ def test_fuse_keeps_outputs():
     assert torch.allclose(before.view_logits, after.view_logits, atol=1e-4)
 
 
+def test_default_classifier_is_the_thin_one_counted_by_hand():
+    """yolov5n-cls-thin: width 0.125 turns 64..1024 into 8..128 channels, same depths as yolov5n-cls."""
+    model = DualModel("yolov5n.yaml", nc=NC, n_views=3).classifier
+    by_hand = (
+        conv_params(3, 8, 6) + conv_params(8, 16, 3) + c3_params(16, 16, 1) + conv_params(16, 32, 3)
+        + c3_params(32, 32, 2) + conv_params(32, 64, 3) + c3_params(64, 64, 3) + conv_params(64, 128, 3)
+        + c3_params(128, 128, 1) + conv_params(128, 64, 1) + conv_params(256, 128, 1) + (128 * 3 + 3)
+    )
+    assert model.yaml_file == "yolov5n-cls-thin"
+    assert sum(p.numel() for p in model.parameters()) == by_hand == 263_731
+
+
 def test_info_reports_both_networks():
     model = DualModel("yolov5n.yaml", nc=NC, n_views=N_VIEWS, cls_imgsz=64)
     summary = model.info(128)
     assert summary["detector"]["parameters"] == sum(p.numel() for p in model.detector.parameters())
-    assert summary["classifier"]["parameters"] == 1_047_139
+    assert summary["classifier"]["parameters"] == 263_731  # the default thin classifier
     assert summary["parameters"] == sum(p.numel() for p in model.parameters())
     assert summary["gflops"] == pytest.approx(summary["detector"]["gflops"] + summary["classifier"]["gflops"])
     assert summary["detector"]["gflops"] == pytest.approx(model.detector.info(128)["gflops"])

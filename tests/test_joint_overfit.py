@@ -52,7 +52,7 @@ def test_overfit_twelve_med_images(kind: str, med_root: Path, tmp_path: Path):
     if kind == "joint":
         model = JointModel("yolov5n.yaml", nc=4, n_views=3)
     else:
-        model = DualModel("yolov5n.yaml", "yolov5n-cls.yaml", nc=4, n_views=3)
+        model = DualModel("yolov5n.yaml", nc=4, n_views=3)  # the default (thin) classifier
     compute_loss = ComputeLoss(model, scale_hyp_for_model(hyp, 3, 4, IMGSZ))
     optimizer = smart_optimizer(model, "AdamW", lr=0.003, momentum=0.9, decay=0.0)
     model.train()

@@ -366,7 +366,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
                 continue
             loss.backward()
             if ni - last_opt_step >= accumulate:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+                clip_gradients(optimizers)
                 for o in optimizers.values():
                     o.step()
                 zero_grad(optimizers)
@@ -472,6 +472,21 @@ def epoch_record(epoch: int, task: Task, train_losses: list, balancer: Balancer,
 def make_optimizers(model: torch.nn.Module, opt: argparse.Namespace, hyp: dict) -> dict[str, torch.optim.Optimizer]:
     """train.py's optimizer: YOLOv5's three parameter groups over the whole model (train_dual.py adds one per network)."""
     return {"model": smart_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])}
+
+
+def clip_gradients(optimizers: dict[str, torch.optim.Optimizer], max_norm: float = 10.0) -> list[torch.Tensor]:
+    """Clip the gradient norm at max_norm (YOLOv5's rule) separately over each optimizer's parameters.
+
+    With one optimizer this is YOLOv5's global clip. With two networks (dual backbones) one global
+    norm would let the classifier's large gradient shrink the detector's step, coupling two networks
+    that share nothing; clipping each network on its own keeps them independent. Returns the norms
+    before clipping, one per optimizer.
+    """
+    norms = []
+    for o in optimizers.values():
+        params = [p for g in o.param_groups for p in g["params"]]
+        norms.append(torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm))
+    return norms
 
 
 def zero_grad(optimizers: dict[str, torch.optim.Optimizer]) -> None:
