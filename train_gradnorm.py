@@ -34,7 +34,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--gradnorm-layer", type=str, default="",
                    help="parameter name of W (default: the last layer both heads depend on, e.g. model.23.cv3.conv.weight)")
     opt = p.parse_args(argv)
-    opt.script = "train_gradnorm.py"
+    if opt.balancer != "fixed":
+        p.error(f"--balancer {opt.balancer}: train_gradnorm.py always balances with GradNorm (use train.py --balancer)")
+    opt.script, opt.balancer = "train_gradnorm.py", "gradnorm"
     return opt
 
 

@@ -31,7 +31,8 @@ def measure(strategy: str, opt: argparse.Namespace, queue) -> None:
     from utils.dataloaders import create_dataloader
     from utils.dataset_yaml import check_dataset
     from utils.engine import load_hyp, scale_hyp_for_model, task_losses
-    from utils.gradnorm import FixedWeights, GradNorm
+    from utils.balancers import FixedWeights
+    from utils.gradnorm import GradNorm
     from utils.loss import ComputeLoss
     from utils.torch_utils import init_seeds, smart_optimizer
 

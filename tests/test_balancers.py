@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from utils.gradnorm import FixedWeights, fixed_weights_from_hyp
+from utils.balancers import FixedWeights, fixed_weights_from_hyp
 from utils.history import TrainingHistory
 
 

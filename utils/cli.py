@@ -54,6 +54,13 @@ def train_parser(description: str = "Train a YOLOv5-compatible detector") -> arg
     p.add_argument("--fitness", choices=["detection", "joint"], default="detection",
                    help="best.pt criterion: detection = YOLOv5's 0.1*mAP50 + 0.9*mAP50-95; joint = mean of that and "
                         "the view balanced accuracy (needs cls_names in the dataset YAML)")
+    p.add_argument("--balancer", choices=["fixed", "uncertainty", "pcgrad"], default="fixed",
+                   help="joint task balancing: fixed weights det_task/view_task (hyps), uncertainty weighting "
+                        "(Kendall 2018) or PCGrad (Yu 2020); GradNorm is train_gradnorm.py")
+    p.add_argument("--balancer-lr", type=float, default=0.01, help="learning rate of uncertainty weighting's log-variances")
+    p.add_argument("--interference-every", type=int, default=0,
+                   help="every N iterations measure the cosine / norm ratio of the detection and view gradients on "
+                        "the shared parameters (0 = off; costs one extra backward per measurement)")
     p.add_argument("--trust-weights", action="store_true",
                    help="allow --weights files that need arbitrary unpickling (only for files you trust)")
     return p

@@ -20,20 +20,21 @@ from torch.optim import lr_scheduler
 from tqdm import tqdm
 
 from models.yolo import DetectionModel, ModelOutputs
-from models.yolo_cls import build_model, view_loss
+from models.yolo_cls import JointModel, build_model, shared_parameters, view_loss
 from utils.autoanchor import check_anchors
 from utils.checkpoints import build_checkpoint, inference_state, load_checkpoint, save_checkpoint, strip_optimizer
 from utils.cli import check_unsupported, resolve_path
 from utils.dataloaders import create_dataloader
 from utils.dataset_yaml import check_dataset
-from utils.gradnorm import Balancer, fixed_weights_from_hyp
+from utils.balancers import Balancer, PCGrad, UncertaintyWeighting, fixed_weights_from_hyp
 from utils.history import TrainingHistory
 from utils.logger import LOGGER
 from utils.loss import ComputeLoss
 from utils.metrics import fitness
 from utils.model_loading import load_inference_model
 from utils.paths import ROOT, increment_path
-from utils.plots import plot_gradnorm, plot_images, plot_labels, plot_results
+from utils.interference import InterferenceMonitor
+from utils.plots import plot_gradnorm, plot_images, plot_interference, plot_labels, plot_results
 from utils.synthetic import ensure_synthetic
 from utils.torch_utils import PARAM_GROUP_NAMES, ModelEMA, de_parallel, init_seeds, linear_lr, one_cycle, select_device, smart_optimizer
 from utils.validation import evaluate
@@ -263,7 +264,29 @@ def default_balancer(hyp: dict, task_names: tuple[str, ...], model: torch.nn.Mod
     return fixed_weights_from_hyp(hyp, task_names)
 
 
-def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_balancer,
+def balancer_factory(opt: argparse.Namespace) -> BalancerFactory:
+    """The balancer --balancer names: fixed (default), uncertainty or pcgrad (GradNorm: train_gradnorm.py)."""
+    choice = getattr(opt, "balancer", "fixed") or "fixed"
+
+    def make(hyp: dict, task_names: tuple[str, ...], model: torch.nn.Module) -> Balancer:
+        if choice == "fixed" or "view" not in task_names:
+            if choice != "fixed":
+                LOGGER.warning(f"WARNING ⚠️ --balancer {choice} ignored: {opt.data} has one task (no cls_names)")
+            return default_balancer(hyp, task_names, model)
+        if choice == "uncertainty":
+            return UncertaintyWeighting(task_names, lr=opt.balancer_lr)
+        if choice == "pcgrad":
+            core = de_parallel(model)
+            if not isinstance(core, JointModel):
+                raise SystemExit(f"--balancer pcgrad: {type(core).__name__} shares no parameter between the tasks")
+            initial = fixed_weights_from_hyp(hyp, task_names).weight_dict()
+            return PCGrad(task_names, shared_parameters(core), list(core.parameters()), initial, seed=opt.seed)
+        raise SystemExit(f"--balancer {choice}: expected fixed, uncertainty or pcgrad")
+
+    return make
+
+
+def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
           make_model: Callable | None = None, make_optims: Callable | None = None) -> dict:
     """Train per `opt` (YOLOv5's train.py options); returns the final validation metrics.
 
@@ -297,7 +320,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
     lf = one_cycle(1, hyp["lrf"], opt.epochs) if opt.cos_lr else linear_lr(hyp["lrf"], opt.epochs)
     schedulers = [lr_scheduler.LambdaLR(o, lr_lambda=lf) for o in optimizers.values()]
     ema = ModelEMA(model)
-    balancer = make_balancer(hyp, task.task_names, model)
+    balancer = (make_balancer or balancer_factory(opt))(hyp, task.task_names, model)
 
     start_epoch, best_fitness = 0, 0.0
     if ckpt is not None and opt.resume:
@@ -329,6 +352,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
     history = TrainingHistory(run.save_dir / "training_history.json",
                               {"script": getattr(opt, "script", "train.py"), "tasks": list(task.task_names),
                                "names": task.names, "view_names": task.view_names, "balancer": type(balancer).__name__})
+    monitor = make_interference_monitor(opt, model, task)
 
     batches = len(train_loader)
     warmup_iters = max(round(hyp["warmup_epochs"] * batches), 100) if hyp["warmup_epochs"] > 0 else 0
@@ -364,7 +388,11 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
                 LOGGER.warning(f"WARNING ⚠️ non-finite loss {loss.item()} at epoch {epoch} batch {i}, step skipped")
                 zero_grad(optimizers)
                 continue
-            loss.backward()
+            if monitor is not None and monitor.due(ni):
+                weights = balancer.weights.to(loss.device)
+                history.log_interference(monitor.measure(
+                    {name: weights[k] * losses[name] for k, name in enumerate(task.task_names)}, ni, epoch))
+            balancer.backward(loss, losses)
             if ni - last_opt_step >= accumulate:
                 clip_gradients(optimizers)
                 for o in optimizers.values():
@@ -428,6 +456,8 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory = default_bala
     final = finish(run, val_loader, task, device, opt, compute_loss, plots)
     if plots and balancer.adaptive:
         plot_gradnorm(history.path)
+    if plots and history.data["interference"]:
+        plot_interference(history.path)
     return {"results": final, "save_dir": str(run.save_dir), "skipped_steps": skipped_steps}
 
 
@@ -472,6 +502,22 @@ def epoch_record(epoch: int, task: Task, train_losses: list, balancer: Balancer,
 def make_optimizers(model: torch.nn.Module, opt: argparse.Namespace, hyp: dict) -> dict[str, torch.optim.Optimizer]:
     """train.py's optimizer: YOLOv5's three parameter groups over the whole model (train_dual.py adds one per network)."""
     return {"model": smart_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])}
+
+
+def make_interference_monitor(opt: argparse.Namespace, model: torch.nn.Module, task: Task) -> InterferenceMonitor | None:
+    """The --interference-every monitor, or None when off or when the model shares nothing between the tasks."""
+    every = getattr(opt, "interference_every", 0) or 0
+    if every <= 0:
+        return None
+    if not task.view_names:
+        LOGGER.warning(f"WARNING ⚠️ --interference-every ignored: {opt.data} has one task (no cls_names)")
+        return None
+    if not isinstance(de_parallel(model), JointModel):
+        LOGGER.info("--interference-every: the two networks share no parameter, nothing to measure")
+        return None
+    monitor = InterferenceMonitor(model, task.task_names, every)
+    LOGGER.info(f"Gradient interference measured every {every} iterations on {len(monitor.params)} shared tensors")
+    return monitor
 
 
 def clip_gradients(optimizers: dict[str, torch.optim.Optimizer], max_norm: float = 10.0) -> list[torch.Tensor]:

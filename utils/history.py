@@ -18,12 +18,13 @@ class TrainingHistory:
 
     def __init__(self, path: str | Path, run_info: dict | None = None) -> None:
         self.path = Path(path)
-        self.data: dict[str, Any] = {"run": run_info or {}, "epochs": [], "steps": []}
+        self.data: dict[str, Any] = {"run": run_info or {}, "epochs": [], "steps": [], "interference": []}
         if self.path.is_file():  # a resumed run continues the same history
             try:
                 loaded = json.loads(self.path.read_text())
                 self.data["epochs"] = loaded.get("epochs", [])
                 self.data["steps"] = loaded.get("steps", [])
+                self.data["interference"] = loaded.get("interference", [])
                 self.data["run"] = {**loaded.get("run", {}), **self.data["run"]}
             except (json.JSONDecodeError, OSError):
                 pass  # an unreadable history is replaced, never fatal
@@ -36,6 +37,10 @@ class TrainingHistory:
     def log_step(self, record: dict) -> None:
         """Kept in memory; written with the next epoch record."""
         self.data["steps"].append(record)
+
+    def log_interference(self, record: dict) -> None:
+        """A gradient-interference measurement (utils/interference.py); written with the next epoch record."""
+        self.data["interference"].append(record)
 
     def save(self) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".history.", suffix=".tmp", dir=self.path.parent)
