@@ -42,6 +42,7 @@ def parse_opt() -> argparse.Namespace:
     p.add_argument("--val-batches", type=int, default=4, help="validation batches timed per repeat")
     p.add_argument("--cache", default=None, help="ram to cache decoded images")
     p.add_argument("--rect", action="store_true")
+    p.add_argument("--rect-shuffle", action="store_true", help="shuffled batches of one letterbox shape (256x320 here)")
     return p.parse_args()
 
 
@@ -79,7 +80,7 @@ def main() -> None:
     stride = max(int(model.stride.max()), 32)
     train_loader, _ = create_dataloader(data["train"], opt.imgsz, opt.batch_size, stride, hyp=hyp, augment=True,
                                         cache=opt.cache, rect=opt.rect, workers=opt.workers, shuffle=not opt.rect,
-                                        nc=int(data["nc"]))
+                                        nc=int(data["nc"]), rect_shuffle=opt.rect_shuffle)
     val_loader, _ = create_dataloader(data["val"], opt.imgsz, opt.batch_size * 2, stride, rect=True, pad=0.5,
                                       workers=opt.workers, nc=int(data["nc"]))
     hyp = scale_hyp_for_model(hyp, model.detect.nl, int(data["nc"]), opt.imgsz)
@@ -97,7 +98,8 @@ def main() -> None:
         val_ms.append((time.perf_counter() - t0) / max(result.n_images, 1) * 1e3)
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(f"model {opt.cfg} ({info['parameters'] / 1e6:.2f}M params, {info['gflops']:.1f} GFLOPs at 640), "
-          f"img {opt.imgsz}, batch {opt.batch_size}, workers {opt.workers}, torch threads {torch.get_num_threads()}")
+          f"img {opt.imgsz}, batch {opt.batch_size}, workers {opt.workers}, torch threads {torch.get_num_threads()}, "
+          f"hyp {Path(opt.hyp).name}, cache {opt.cache}, rect {opt.rect}, rect-shuffle {opt.rect_shuffle}")
     print(f"training:   median {statistics.median(train_rates):.2f} images/s "
           f"({statistics.median(train_rates) and opt.batch_size / statistics.median(train_rates):.2f} s/iteration), "
           f"runs {[round(r, 2) for r in train_rates]}")

@@ -49,11 +49,18 @@ SPEED = re.compile(r"Speed: ([\d.]+)ms pre-process, ([\d.]+)ms inference, ([\d.]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def epoch_seconds(log: str, batches: int) -> float:
-    """Elapsed seconds of the last finished training progress bar with `batches` steps (tqdm's own clock)."""
-    finished = [m for m in BAR.finditer(log.replace("\r", "\n")) if int(m.group(1)) == int(m.group(2)) == batches]
+def epoch_seconds(log: str) -> float:
+    """Elapsed seconds of the finished progress bar of the (single) training epoch, by tqdm's own clock.
+
+    Both programs start each training-bar line with "epoch/last_epoch", i.e. "0/0" for a one-epoch
+    run; the caching and validation bars do not.
+    """
+    finished = []
+    for line in log.replace("\r", "\n").splitlines():
+        if re.match(r"\s*0/0\s", line):
+            finished += [m for m in BAR.finditer(line) if m.group(1) == m.group(2)]
     if not finished:
-        raise RuntimeError(f"no finished {batches}-step progress bar in the log:\n{log[-3000:]}")
+        raise RuntimeError(f"no finished training progress bar in the log:\n{log[-3000:]}")
     h, m, s = finished[-1].group(3, 4, 5)
     return int(h or 0) * 3600 + int(m) * 60 + int(s)
 
@@ -125,14 +132,18 @@ class Program:
         return [self.python, str(self.scripts_dir / f"{script}.py"), *args]
 
 
-def measure(program: Program, hyp: Path, data_yaml: Path, work: Path, tag: str, opt, batches: int, env: dict) -> dict:
+def measure(program: Program, hyp: Path, data_yaml: Path, work: Path, tag: str, opt, env: dict,
+            extra: list[str]) -> dict:
     """Train one epoch, then time detect.py and val.py with the weights it wrote."""
     project = work / "runs" / program.name
     train_log, wall, rss = run(program.cmd(
         "train", "--weights", "", "--cfg", opt.cfg, "--data", str(data_yaml), "--hyp", str(hyp), "--img", str(opt.img),
         "--batch-size", str(opt.batch_size), "--epochs", "1", "--workers", str(opt.workers), "--device", "cpu",
-        "--project", str(project), "--name", tag, "--exist-ok", "--noplots"), work, env)
-    seconds = epoch_seconds(train_log, batches)
+        "--project", str(project), "--name", tag, "--exist-ok", "--noplots", *extra), work, env)
+    log_dir = ROOT / "runs" / "vs_yolov5_logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / f"{program.name}_{tag}_train.log").write_text(train_log)
+    seconds = epoch_seconds(train_log)
     weights = project / tag / "weights" / "last.pt"
     detect_log, *_ = run(program.cmd(
         "detect", "--weights", str(weights), "--source", str(work / "data" / "val" / "images"), "--img", str(opt.img),
@@ -150,6 +161,8 @@ def main() -> None:
     p.add_argument("--yolov5-dir", default="", help="a YOLOv5 clone (run its scripts); default: the pip package")
     p.add_argument("--yolov5-hyps", nargs="+", default=["data/hyps/hyp.medical.yaml", "data/hyps/hyp.scratch-low.yaml"],
                    help="hyp files YOLOv5 trains with (ours always uses hyp.medical)")
+    p.add_argument("--ours-variants", nargs="*", default=["--rect-shuffle --cache ram"],
+                   help="extra flag sets our train.py is also measured with (beside its plain run)")
     p.add_argument("--data", default="data/med.yaml")
     p.add_argument("--cfg", default="yolov5n.yaml")
     p.add_argument("--img", type=int, default=320)
@@ -171,19 +184,20 @@ def main() -> None:
                "YOLOV5_CONFIG_DIR": str(offline_font_dir(work / "yolov5_config"))}
         splits = mirror_dataset(data, work / "data")
         n_train = len(list(splits["train"].iterdir()))
-        batches = -(-n_train // opt.batch_size)
         data_yaml = work / "data.yaml"
         fields = {"path": str(work / "data"), "train": "train/images", "val": "val/images", "names": data["names"]}
         if data.get("cls_names"):
             fields["cls_names"] = list(data["cls_names"])
         data_yaml.write_text(yaml.safe_dump(fields, sort_keys=False))
-        configs = [("ours", ours, ROOT / "data/hyps/hyp.medical.yaml")]
-        configs += [(f"yolov5 {Path(h).stem}", yolov5, ROOT / h) for h in opt.yolov5_hyps]
+        medical = ROOT / "data/hyps/hyp.medical.yaml"
+        configs = [("ours", ours, medical, [])]
+        configs += [(f"ours {v}", ours, medical, v.split()) for v in opt.ours_variants if v.strip()]
+        configs += [(f"yolov5 {Path(h).stem}", yolov5, ROOT / h, []) for h in opt.yolov5_hyps]
         rows: dict[str, list[dict]] = {name: [] for name, *_ in configs}
         for r in range(opt.rounds):
-            for name, program, hyp in configs:
-                tag = f"r{r}_{hyp.stem}"
-                res = measure(program, hyp, data_yaml, work, tag, opt, batches, env)
+            for k, (name, program, hyp, extra) in enumerate(configs):
+                tag = f"r{r}_c{k}"
+                res = measure(program, hyp, data_yaml, work, tag, opt, env, extra)
                 res["img_s"] = n_train / res["epoch_s"]
                 rows[name].append(res)
                 print(f"round {r} {name:28s} {res['img_s']:6.2f} img/s  epoch {res['epoch_s']:.0f} s  "
@@ -192,16 +206,19 @@ def main() -> None:
 
     print(f"\n{opt.cfg}, img {opt.img}, batch {opt.batch_size}, workers {opt.workers}, {n_train} training images, "
           f"{opt.rounds} rounds, 1 epoch each; medians (per-round ratios ours / YOLOv5)")
-    print(f"{'run':28s} {'img/s':>7s} {'ours x':>22s} {'peak RSS':>9s} {'detect ms/img':>26s} {'val ms/img':>26s}")
-    for name, _, _ in configs:
+    print(f"{'run':34s} {'img/s':>7s} {'peak RSS':>9s} {'detect ms/img':>26s} {'val ms/img':>26s}")
+    for name, *_ in configs:
         res = rows[name]
-        ratios = [o["img_s"] / y["img_s"] for o, y in zip(rows["ours"], res)]
         det = [statistics.median(x["detect_ms"][i] for x in res) for i in range(3)]
         val = [statistics.median(x["val_ms"][i] for x in res) for i in range(3)]
-        ratio = f"{statistics.median(ratios):.2f} {[round(x, 2) for x in ratios]}" if name != "ours" else "-"
-        print(f"{name:28s} {statistics.median(x['img_s'] for x in res):7.2f} {ratio:>22s} "
+        print(f"{name:34s} {statistics.median(x['img_s'] for x in res):7.2f} "
               f"{statistics.median(x['rss_gb'] for x in res):7.2f}GB "
               f"{sum(det):6.1f} ({det[0]:.1f}+{det[1]:.1f}+{det[2]:.1f}) {sum(val):8.1f} ({val[0]:.1f}+{val[1]:.1f}+{val[2]:.1f})")
+    print("\ntraining images/s, ours / YOLOv5 (median of per-round ratios, per round in brackets):")
+    for ours_name in [n for n, program, *_ in configs if program is ours]:
+        for y_name in [n for n, program, *_ in configs if program is yolov5]:
+            ratios = [o["img_s"] / y["img_s"] for o, y in zip(rows[ours_name], rows[y_name])]
+            print(f"  {ours_name:30s} / {y_name:26s} {statistics.median(ratios):5.2f} {[round(x, 2) for x in ratios]}")
     print("detect/val: total (pre-process + inference + NMS) per image, each program's own 'Speed:' line")
 
 

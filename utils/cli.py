@@ -23,9 +23,14 @@ def train_parser(description: str = "Train a YOLOv5-compatible detector") -> arg
     p.add_argument("--batch-size", type=int, default=16, help="total batch size")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="train, val image size (pixels)")
     p.add_argument("--rect", action="store_true", help="rectangular training")
+    p.add_argument("--rect-shuffle", action="store_true",
+                   help="rectangular training that keeps shuffling: batches of images with the same letterbox shape, "
+                        "shuffled every epoch (no square padding; 4:3 echo frames at 320 train at 256x320)")
     p.add_argument("--resume", nargs="?", const=True, default=False, help="resume most recent training")
     p.add_argument("--nosave", action="store_true", help="only save final checkpoint")
     p.add_argument("--noval", action="store_true", help="only validate final epoch")
+    p.add_argument("--val-period", type=int, default=1,
+                   help="validate every N epochs (and the final one); results.csv repeats the last validation between")
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
     p.add_argument("--evolve", type=int, nargs="?", const=300, help="not supported in this project")

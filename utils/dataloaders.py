@@ -317,10 +317,13 @@ class LoadImagesAndLabels(Dataset):
         n_views: int | None = None,
         nc: int | None = None,
         min_items: int = 0,
+        rect_shuffle: bool = False,
     ) -> None:
         self.img_size = img_size
         self.augment = augment
         self.hyp = {**DEFAULT_AUG_HYP, **(hyp or {})}
+        self.rect_shuffle = rect_shuffle  # each image its own rect shape; AspectBatchSampler groups equal shapes
+        rect = rect or rect_shuffle
         self.rect = rect
         self.stride = stride
         self.pad = pad
@@ -345,7 +348,11 @@ class LoadImagesAndLabels(Dataset):
         self.indices = np.arange(self.n)
         self.batch = np.floor(np.arange(self.n) / batch_size).astype(int)
         self.batch_shapes = None
-        if rect:
+        self.image_shapes = None
+        if rect_shuffle:
+            hw_ratios = self.shapes[:, 1] / self.shapes[:, 0]
+            self.image_shapes = _rect_batch_shapes(hw_ratios, np.arange(self.n), self.img_size, self.stride, self.pad)
+        elif rect:
             self._sort_for_rect(batch_size)
 
         self.ims: list[np.ndarray | None] = [None] * self.n
@@ -465,7 +472,10 @@ class LoadImagesAndLabels(Dataset):
                 img, labels = mixup(img, labels, *self.load_mosaic(int(random.choice(self.indices))))
         else:
             img, (h0, w0), (h, w) = self.load_image(index)
-            shape = self.batch_shapes[self.batch[index]] if self.rect else self.img_size
+            if self.image_shapes is not None:
+                shape = self.image_shapes[index]
+            else:
+                shape = self.batch_shapes[self.batch[index]] if self.rect else self.img_size
             img, ratio, pad = letterbox(img, shape, auto=False, scaleup=self.augment)
             shapes = (h0, w0), ((h / h0, w / w0), pad)  # for mapping predictions back (val)
             labels = self.labels[index].astype(np.float64)
@@ -516,6 +526,37 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+class AspectBatchSampler(torch.utils.data.Sampler):
+    """Shuffled batches of images that share one rectangular shape (--rect-shuffle).
+
+    YOLOv5's --rect sorts the images by aspect ratio and turns shuffling off, so every epoch
+    sees the same batches in the same order. Here each image keeps its own letterbox shape
+    (longest side = imgsz, the other rounded up to the stride) and, every epoch, the images of
+    each shape are shuffled, cut into batches, and the batches shuffled: no square padding and
+    still a fresh order per epoch. The last batch of a shape may be smaller.
+    """
+
+    def __init__(self, shapes: np.ndarray, batch_size: int, seed: int = 0) -> None:
+        self.batch_size, self.seed, self.epoch = int(batch_size), int(seed), 0
+        keys = [tuple(int(v) for v in shape) for shape in shapes]
+        self.groups: dict[tuple, list[int]] = {}
+        for index, key in enumerate(keys):
+            self.groups.setdefault(key, []).append(index)
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        batches = []
+        for key in sorted(self.groups):
+            members = np.array(self.groups[key])[rng.permutation(len(self.groups[key]))]
+            batches += [members[i:i + self.batch_size].tolist() for i in range(0, len(members), self.batch_size)]
+        for b in rng.permutation(len(batches)):
+            yield batches[b]
+
+    def __len__(self) -> int:
+        return sum(-(-len(m) // self.batch_size) for m in self.groups.values())
+
+
 def create_dataloader(
     path: str | Path | list,
     imgsz: int,
@@ -533,27 +574,34 @@ def create_dataloader(
     seed: int = 0,
     n_views: int | None = None,
     nc: int | None = None,
+    rect_shuffle: bool = False,
 ) -> tuple[DataLoader, LoadImagesAndLabels]:
     """A DataLoader over LoadImagesAndLabels; the same seed gives the same order and augmentations."""
-    if rect and shuffle:
+    distributed_run = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if rect_shuffle and distributed_run:
+        LOGGER.warning(f"{prefix}WARNING ⚠️ --rect-shuffle is not supported with DDP yet, using square batches")
+        rect_shuffle = False
+    if rect and shuffle and not rect_shuffle:
         LOGGER.warning(f"{prefix}WARNING ⚠️ --rect is incompatible with DataLoader shuffle, setting shuffle=False")
         shuffle = False
     dataset = LoadImagesAndLabels(
         path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, cache_images=cache,
         single_cls=single_cls, stride=int(stride), pad=pad, prefix=prefix, n_views=n_views, nc=nc,
+        rect_shuffle=rect_shuffle,
     )
     batch_size = min(batch_size, len(dataset))
     n_workers = min(os.cpu_count() or 1, batch_size if batch_size > 1 else 0, workers)
-    distributed_run = torch.distributed.is_available() and torch.distributed.is_initialized()
     sampler = distributed.DistributedSampler(dataset, shuffle=shuffle, seed=seed) if distributed_run else None
     generator = torch.Generator()
     generator.manual_seed(seed)
+    if rect_shuffle:  # the batch sampler decides batch size and order
+        batching = {"batch_sampler": AspectBatchSampler(dataset.image_shapes, batch_size, seed)}
+    else:
+        batching = {"batch_size": batch_size, "shuffle": shuffle and sampler is None, "sampler": sampler}
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=shuffle and sampler is None,
+        **batching,
         num_workers=n_workers,
-        sampler=sampler,
         pin_memory=PIN_MEMORY,
         collate_fn=LoadImagesAndLabels.collate_fn,
         worker_init_fn=seed_worker,

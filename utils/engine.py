@@ -330,6 +330,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
         data["train"], imgsz, batch_size, grid_stride, single_cls=opt.single_cls, hyp=hyp, augment=True,
         cache=opt.cache, rect=opt.rect, workers=opt.workers, shuffle=not opt.rect,
         prefix="train: ", seed=opt.seed, nc=task.nc, n_views=task.n_views,
+        rect_shuffle=getattr(opt, "rect_shuffle", False),
     )
     val_loader, _ = create_dataloader(
         data["val"], imgsz, batch_size * 2, grid_stride, single_cls=opt.single_cls, hyp=hyp, cache=opt.cache,
@@ -417,7 +418,9 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
             scheduler.step()
         ema.update_attr(model)
         final_epoch = epoch + 1 == opt.epochs
-        if not opt.noval or final_epoch:
+        val_period = max(int(getattr(opt, "val_period", 1) or 1), 1)
+        validated = final_epoch or (not opt.noval and (epoch + 1) % val_period == 0)
+        if validated:
             val = evaluate(ema.ema, val_loader, names=task.names, device=device, single_cls=opt.single_cls,
                            compute_loss=compute_loss, save_dir=run.save_dir, plots=False, training=True,
                            view_names=task.view_names)
@@ -431,7 +434,9 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
             view_cols = ("view_loss", "view_accuracy", "view_balanced_accuracy")
             row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in view_cols), *balancer.weights.tolist()]
         append_results_row(run.results_csv, epoch, row, task.results_keys)
-        history.log_epoch(epoch_record(epoch, task, train_losses, balancer, lrs, results, view_val, t_epoch, fit))
+        record = epoch_record(epoch, task, train_losses, balancer, lrs, results, view_val, t_epoch, fit)
+        record.update(elapsed_s=round(time.time() - t_start, 3), validated=validated)  # time-to-accuracy curves
+        history.log_epoch(record)
         stop = epoch - best_epoch >= patience
         if not opt.nosave or final_epoch or stop:
             ckpt_out = build_checkpoint(

@@ -1,0 +1,87 @@
+"""Time-to-accuracy of a training run: valid mAP50 and view accuracy against training wall time.
+
+Reads a run's training_history.json (written by every train*.py; `elapsed_s` is the wall time
+since the first training step, validation included, set-up excluded), writes a CSV and a
+plot, and prints when each target was first reached:
+
+    python benchmarks/time_to_accuracy.py runs/records/fast --map50 0.60 --view-acc 0.85 --budget-min 60
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ("epoch", "elapsed_min", "mAP50", "mAP50_95", "view_accuracy", "view_balanced_accuracy", "validated")
+
+
+def curve(history: dict) -> list[dict]:
+    """One row per validated epoch: elapsed minutes and the valid metrics."""
+    rows = []
+    for record in history["epochs"]:
+        if not record.get("validated", True) or "elapsed_s" not in record:
+            continue
+        val = record["val"]
+        rows.append({"epoch": record["epoch"], "elapsed_min": record["elapsed_s"] / 60, "mAP50": val["mAP_0.5"],
+                     "mAP50_95": val["mAP_0.5:0.95"], "view_accuracy": val.get("view_accuracy", float("nan")),
+                     "view_balanced_accuracy": val.get("view_balanced_accuracy", float("nan")), "validated": True})
+    return rows
+
+
+def first_reached(rows: list[dict], key: str, target: float) -> dict | None:
+    return next((r for r in rows if r[key] >= target), None)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="run folder holding training_history.json")
+    p.add_argument("--map50", type=float, default=0.60)
+    p.add_argument("--view-acc", type=float, default=0.85)
+    p.add_argument("--budget-min", type=float, default=60.0)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "time_to_accuracy", help="writes OUT.csv and OUT.png")
+    opt = p.parse_args()
+
+    history = json.loads((opt.run / "training_history.json").read_text())
+    rows = curve(history)
+    if not rows:
+        raise SystemExit(f"{opt.run}/training_history.json has no validated epoch with elapsed_s")
+    opt.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(opt.out.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), tight_layout=True)
+    t = [r["elapsed_min"] for r in rows]
+    ax.plot(t, [r["mAP50"] for r in rows], "o-", ms=3, label="valid mAP50")
+    ax.plot(t, [r["view_accuracy"] for r in rows], "s-", ms=3, label="valid view accuracy")
+    ax.axhline(opt.map50, color="C0", linestyle=":", linewidth=1, label=f"mAP50 target {opt.map50}")
+    ax.axhline(opt.view_acc, color="C1", linestyle=":", linewidth=1, label=f"view accuracy target {opt.view_acc}")
+    ax.axvline(opt.budget_min, color="grey", linestyle="--", linewidth=1, label=f"{opt.budget_min:.0f} min budget")
+    ax.set(xlabel="training wall time (min, validation included)", ylabel="valid metric", ylim=(0, 1),
+           title=f"time to accuracy: {opt.run.name} ({history['run'].get('script', 'train.py')})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(opt.out.with_suffix(".png"), dpi=150)
+    plt.close(fig)
+
+    print(f"{opt.run}: {len(rows)} validated epochs, last at {rows[-1]['elapsed_min']:.1f} min")
+    for key, target in (("mAP50", opt.map50), ("view_accuracy", opt.view_acc)):
+        hit = first_reached(rows, key, target)
+        best = max(rows, key=lambda r: r[key])
+        print(f"  {key} >= {target}: " + (f"first at epoch {hit['epoch']}, {hit['elapsed_min']:.1f} min" if hit else "not reached")
+              + f"; best {best[key]:.3f} at epoch {best['epoch']} ({best['elapsed_min']:.1f} min)")
+    both = next((r for r in rows if r["mAP50"] >= opt.map50 and r["view_accuracy"] >= opt.view_acc), None)
+    print("  both targets in one epoch: " + (f"epoch {both['epoch']}, {both['elapsed_min']:.1f} min" if both else "no"))
+    print(f"wrote {opt.out.with_suffix('.csv')} and {opt.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
