@@ -21,7 +21,8 @@ gets). Strategies, each a child process of this project's own scripts:
 Runs land in PROJECT/NAME/<split>/<strategy>_s<seed>/ (PROJECT defaults to runs/compare);
 derived hyp and dataset YAMLs in PROJECT/NAME/derived/. A run whose folder holds
 weights/last.pt and a training_history.json with the final epoch is not trained again, so
-re-running the same command resumes an interrupted comparison. Each run's best.pt (last.pt
+re-running the same command resumes an interrupted comparison (the check does not compare
+flags: use a new NAME when the train flags change). Each run's best.pt (last.pt
 when there is none) is then evaluated in this process with the project's evaluate() on its
 split's val set, and PROJECT/NAME/comparison.csv, report.md and plots are written.
 
@@ -52,7 +53,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
@@ -98,8 +99,8 @@ class Strategy:
 
     name: str
     script: str
-    det_task: float = 1.0
-    view_task: float = 1.0
+    det_task: float | None = None  # None: the given hyp's value
+    view_task: float | None = None
     balancer: str | None = None  # train.py --balancer value, if any
     detection_data: bool = False  # train on the YAML without cls_names
     shared: bool = False  # joint strategy on one shared backbone (gets --interference-every)
@@ -109,9 +110,7 @@ class Strategy:
     @property
     def hyp_key(self) -> str:
         """Name of the derived hyp file this strategy trains with."""
-        if (self.det_task, self.view_task) == (1.0, 1.0) and not self.name.startswith("fixed_w"):
-            return "base"
-        return self.name
+        return "base" if self.det_task is None and self.view_task is None else self.name
 
 
 def fixed_name(view_weight: float) -> str:
@@ -129,10 +128,10 @@ def strategy_spec(name: str) -> Strategy:
     """The Strategy a name stands for (raises ValueError for an unknown name)."""
     weight = parse_fixed_weight(name)
     if weight is not None:
-        return Strategy(name, SCRIPTS["train"], view_task=weight, shared=True)
+        return Strategy(name, SCRIPTS["train"], det_task=1.0, view_task=weight, shared=True)
     specs = {
         "detection_only": Strategy("detection_only", SCRIPTS["train"], detection_data=True, has_view=False),
-        "view_only": Strategy("view_only", SCRIPTS["train"], det_task=0.0, has_detection=False),
+        "view_only": Strategy("view_only", SCRIPTS["train"], det_task=0.0, view_task=1.0, has_detection=False),
         "gradnorm": Strategy("gradnorm", SCRIPTS["gradnorm"], shared=True),
         "uncertainty": Strategy("uncertainty", SCRIPTS["train"], balancer="uncertainty", shared=True),
         "pcgrad": Strategy("pcgrad", SCRIPTS["train"], balancer="pcgrad", shared=True),
@@ -166,14 +165,16 @@ def resolve_strategies(names: list[str] | None, view_weights: Iterable[float]) -
 
 # --------------------------------------------------------------------------------- derived files
 
-def derived_hyp(base: dict, det_task: float, view_task: float) -> dict:
-    """A copy of `base` with the task weights set and mosaic/mixup/copy-paste off.
+def derived_hyp(base: dict, det_task: float | None = None, view_task: float | None = None) -> dict:
+    """A copy of `base` with mosaic/mixup/copy-paste off and the task weights set (None keeps base's).
 
     The engine switches the mixing augmentations off whenever the data has a view task; doing
     it in every derived file gives detection_only the same augmentation as the joint runs.
     """
     hyp = dict(base)
-    hyp.update(det_task=float(det_task), view_task=float(view_task))
+    for key, value in (("det_task", det_task), ("view_task", view_task)):
+        if value is not None:
+            hyp[key] = float(value)
     for key in MIXING_AUGMENTATIONS:
         if key in hyp:
             hyp[key] = 0.0
@@ -319,14 +320,13 @@ def interference_columns(history: dict | None) -> tuple[dict, dict]:
 
 
 def stderr_tail(path: Path, lines: int = 15) -> str:
-    """The last lines of a log file (progress-bar redraws collapsed to their final state)."""
+    """The last non-blank lines of a log file, each progress-bar line at its final redraw."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return ""
-    rows = [segment.split("\r")[-1] for segment in text.splitlines()]
-    return "\n".join(r for r in rows if r.strip())[-4000:].splitlines()[-lines:] and \
-        "\n".join([r for r in rows if r.strip()][-lines:])
+    rows = [segment.split("\r")[-1] for segment in text.split("\n")]
+    return "\n".join([r for r in rows if r.strip()][-lines:])
 
 
 # ------------------------------------------------------------------------------------ running a child
@@ -414,8 +414,10 @@ def metrics_row(result: Any, view_names: list[str] | None) -> dict:
     if result.view is not None and view_names:
         row["view_accuracy"] = float(result.view.accuracy)
         row["view_balanced_accuracy"] = float(result.view.balanced_accuracy)
-        for name, f1 in zip(view_names, result.view.f1):
-            row[f"F1_{name}"] = float(f1)
+        support = getattr(result.view, "support", None)
+        for i, (name, f1) in enumerate(zip(view_names, result.view.f1)):
+            if support is None or support[i] > 0:  # a view absent from the val set has no F1
+                row[f"F1_{name}"] = float(f1)
     return row
 
 
@@ -476,7 +478,7 @@ def format_stat(stat: Stat | None, digits: int = 3, thousands: bool = False) -> 
     return fmt.format(stat.mean) + ("" if stat.sd is None else " ± " + fmt.format(stat.sd))
 
 
-DIGITS = {"train_time_s": 0, "train_loop_s": 0, "step_ms": 0, "iterations_per_epoch": 0, "peak_rss_gb": 2,
+DIGITS = {"train_time_s": 1, "train_loop_s": 1, "step_ms": 0, "iterations_per_epoch": 0, "peak_rss_gb": 2,
           "parameters": 0, "gflops": 2}
 
 
@@ -613,7 +615,7 @@ def plot_metric_vs_cost(agg: dict, split: str, strategies: list[str], path: Path
             ax.errorbar(x.mean, y.mean, xerr=x.sd or 0, yerr=y.sd or 0, fmt="o", capsize=3, color=f"C{i % 10}",
                         label=strategy)
             ax.annotate(strategy, (x.mean, y.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set(xlabel="train time (s, child wall time)", ylabel=f"valid {LABELS[column]}",
+        ax.set(xlabel="train time (s, child wall time)", ylabel=f"valid {LABELS[column]}", ylim=(0, 1),
                title=f"{split}: {LABELS[column]} vs train time")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -639,6 +641,7 @@ def plot_curves(histories: dict[str, list[dict]], split: str, path: Path) -> Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), tight_layout=True)
     for ax, (key, column) in zip(axes, (("mAP_0.5", "mAP50"), ("view_accuracy", "view_accuracy"))):
@@ -648,7 +651,9 @@ def plot_curves(histories: dict[str, list[dict]], split: str, path: Path) -> Non
             epochs, values = mean_curves(runs, key)
             if epochs:
                 ax.plot(epochs, values, "o-", ms=3, color=f"C{i % 10}", label=strategy)
-        ax.set(xlabel="epoch", ylabel=f"valid {LABELS[column]} (mean over seeds)", title=f"{split}: {LABELS[column]}")
+        ax.set(xlabel="epoch", ylabel=f"valid {LABELS[column]} (mean over seeds)", title=f"{split}: {LABELS[column]}",
+               ylim=(0, 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.savefig(path, dpi=120)
@@ -748,7 +753,6 @@ class Plan:
     run_dir: Path
     command: list[str]
     done: bool = False
-    info: dict = field(default_factory=dict)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -799,6 +803,9 @@ def plan_runs(opt: argparse.Namespace, extra: list[str], root: Path, write: bool
         except DatasetError as e:
             raise SystemExit(f"ERROR: {e}") from None
     splits = dict(zip(split_labels(yamls), yamls))
+    for split, path in splits.items():
+        if not (yaml.safe_load(path.read_text()) or {}).get("cls_names"):
+            print(f"WARNING: {path} declares no cls_names: every strategy but detection_only needs the view task")
     base_hyp_path = train_parser().parse_known_args(extra)[0].hyp
     base_hyp = load_hyp(base_hyp_path)
     derived = root / "derived"
@@ -863,9 +870,12 @@ def collect_row(plan: Plan, epochs: int, cost: dict, settings: EvalSettings, tra
                iterations_per_epoch=statistics.median(iterations.values()) if iterations else None)
     columns, stages = interference_columns(history)
     row.update(columns)
-    if not run_complete(plan.run_dir, epochs):
+    finished = cost.get("rc") == 0 and (plan.run_dir / "weights" / "last.pt").is_file()  # early stop included
+    if not (run_complete(plan.run_dir, epochs) or finished):
         row.update(status="failed", error=f"exit code {cost.get('rc', '?')}, run incomplete")
         return row, {}
+    if row.get("epochs_done", epochs) < epochs:
+        row["error"] = f"stopped early after {row['epochs_done']} epochs (--patience); a re-run trains it again"
     weights = plan.run_dir / "weights" / "best.pt"
     weights = weights if weights.is_file() else plan.run_dir / "weights" / "last.pt"
     row["checkpoint"] = weights.name

@@ -426,7 +426,8 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
                            view_names=task.view_names)
             results, view_val = val.as_tuple(), val.view_summary()
         fit = training_fitness(results, view_val, getattr(opt, "fitness", "detection"))
-        if fit > best_fitness:
+        improved = validated and fit >= best_fitness  # an epoch without validation never becomes best.pt
+        if validated and fit > best_fitness:
             best_fitness, best_epoch = fit, epoch
         train_losses = mean_loss.tolist()
         row = [*train_losses[:3], *results, *next(iter(lrs.values()))]  # x/lr0-2: the (detection) model's groups
@@ -447,7 +448,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
                        "balancer": balancer.state_dict()},
             )
             save_checkpoint(ckpt_out, run.last)
-            if best_fitness == fit:
+            if improved:
                 save_checkpoint(ckpt_out, run.best)
             if opt.save_period > 0 and epoch % opt.save_period == 0:
                 save_checkpoint(ckpt_out, run.weights / f"epoch{epoch}.pt")

@@ -1,0 +1,322 @@
+"""benchmarks/compare.py: the pure parts on hand-made numbers, and one tiny end-to-end run (trains, then resumes)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from benchmarks import compare as C
+from tests.helpers import med_subset_yaml
+from utils.dataset_yaml import check_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------ aggregation
+
+def test_mean_sd_is_sample_sd_and_skips_missing():
+    stat = C.mean_sd([1.0, 2.0, 3.0, None, "", float("nan")])
+    assert stat.n == 3 and stat.mean == pytest.approx(2.0) and stat.sd == pytest.approx(1.0)
+    assert C.mean_sd([0.5]) == C.Stat(0.5, None, 1)
+    assert C.mean_sd([]) == C.Stat(None, None, 0)
+    assert C.mean_sd(["0.25", "0.75"]).sd == pytest.approx(math.sqrt(0.125))
+
+
+def test_aggregate_groups_ok_rows_by_split_and_strategy():
+    rows = [
+        {"split": "a", "strategy": "gradnorm", "seed": 0, "status": "ok", "mAP50": 0.4},
+        {"split": "a", "strategy": "gradnorm", "seed": 1, "status": "ok", "mAP50": 0.6},
+        {"split": "a", "strategy": "gradnorm", "seed": 2, "status": "failed", "mAP50": None},
+        {"split": "b", "strategy": "gradnorm", "seed": 0, "status": "ok", "mAP50": 0.1},
+    ]
+    agg = C.aggregate(rows, ["mAP50", "view_accuracy"])
+    a = agg[("a", "gradnorm")]
+    assert a["n"].n == 2 and a["mAP50"].mean == pytest.approx(0.5) and a["mAP50"].sd == pytest.approx(math.sqrt(0.02))
+    assert a["view_accuracy"] == C.Stat(None, None, 0)
+    assert agg[("b", "gradnorm")]["mAP50"] == C.Stat(0.1, None, 1)
+
+
+def test_format_stat():
+    assert C.format_stat(C.Stat(0.4333, 0.0212, 3)) == "0.433 ± 0.021"
+    assert C.format_stat(C.Stat(0.4333, None, 1)) == "0.433"
+    assert C.format_stat(C.Stat(None, None, 0)) == "n/a"
+    assert C.format_stat(C.Stat(1885044.0, 0.0, 2), 0, thousands=True) == "1,885,044 ± 0"
+
+
+def test_stat_table_marks_meaningless_columns_na():
+    rows = [{"split": "s", "strategy": "view_only", "status": "ok", "mAP50": 0.01, "view_accuracy": 0.7},
+            {"split": "s", "strategy": "detection_only", "status": "ok", "mAP50": 0.4}]
+    table = C.stat_table(C.aggregate(rows, ["mAP50", "view_accuracy"]), "s", ["view_only", "detection_only", "dual"],
+                         ["mAP50", "view_accuracy"])
+    lines = table.splitlines()
+    assert lines[2] == "| view_only | 1 | n/a | 0.700 |"
+    assert lines[3] == "| detection_only | 1 | 0.400 | n/a |"
+    assert lines[4] == "| dual | 0 | n/a | n/a |"
+
+
+def test_aggregate_stages_averages_interference_over_seeds():
+    s0 = {"overall": {"n": 4, "mean_cosine": 0.1, "conflict_fraction": 0.25, "median_norm_ratio": 2.0}}
+    s1 = {"overall": {"n": 4, "mean_cosine": -0.1, "conflict_fraction": 0.75, "median_norm_ratio": 4.0},
+          "P1": {"n": 4, "mean_cosine": 0.3, "conflict_fraction": 0.0, "median_norm_ratio": 1.0}}
+    agg = C.aggregate_stages([s0, s1])
+    assert agg["overall"]["mean_cosine"].mean == pytest.approx(0.0)
+    assert agg["overall"]["conflict_fraction"].mean == pytest.approx(0.5)
+    assert agg["overall"]["median_norm_ratio"].mean == pytest.approx(3.0)
+    assert agg["P1"]["mean_cosine"] == C.Stat(0.3, None, 1)
+
+
+def test_interference_columns_from_history_records():
+    def record(cosine, ratio):
+        stats = {"cosine": cosine, "norm_ratio": ratio, "magnitude_similarity": 0.5, "norm_a": 1.0, "norm_b": ratio}
+        return {"step": 0, "epoch": 0, "overall": stats, "stages": {"neck": stats}}
+
+    columns, summary = C.interference_columns({"interference": [record(0.5, 1.0), record(-0.5, 3.0), record(0.2, 2.0)]})
+    assert columns["interference_n"] == 3
+    assert columns["interference_mean_cosine"] == pytest.approx(0.2 / 3)
+    assert columns["interference_conflict_fraction"] == pytest.approx(1 / 3)
+    assert columns["interference_median_norm_ratio"] == pytest.approx(2.0)
+    assert set(summary) == {"overall", "neck"}
+    assert C.interference_columns({"interference": []}) == ({}, {})
+
+
+def test_comparison_sentences_state_which_is_higher_against_the_sd():
+    def row(strategy, seed, m, v):
+        return {"split": "s", "strategy": strategy, "seed": seed, "status": "ok", "mAP50": m, "view_accuracy": v}
+
+    rows = [row("fixed_w0.3", 0, 0.40, 0.60), row("fixed_w0.3", 1, 0.42, 0.62),
+            row("fixed_w1", 0, 0.05, 0.70), row("fixed_w1", 1, 0.07, 0.72),  # mean 0.385 < fixed_w0.3's 0.51
+            row("gradnorm", 0, 0.50, 0.60), row("gradnorm", 1, 0.52, 0.64)]
+    agg = C.aggregate(rows, ["mAP50", "view_accuracy"])
+    strategies = ["fixed_w0.3", "fixed_w1", "gradnorm", "pcgrad"]
+    assert C.best_fixed(agg, "s", strategies) == "fixed_w0.3"
+    sentences = C.comparison_sentences(agg, "s", strategies)
+    assert "fixed_w0.3" in sentences[0] and len(sentences) == 2  # pcgrad has no rows: no sentence
+    assert "mAP50 0.510 vs 0.410, gradnorm higher by 0.100" in sentences[1]
+    assert "the difference is larger than the larger sd" in sentences[1]
+    assert "view accuracy 0.620 vs 0.610, gradnorm higher by 0.010" in sentences[1]
+    assert "not larger than the larger sd" in sentences[1]
+
+
+def test_f1_and_metrics_row_from_a_result():
+    view = SimpleNamespace(accuracy=0.75, balanced_accuracy=0.5, f1=[1.0, 0.0, 0.5])
+    result = SimpleNamespace(map50=0.4, map=0.2, precision=0.6, recall=0.3, view=view,
+                             per_class=[("AR", 3, 4, 0.5, 0.5, 0.35, 0.1), ("TR", 1, 1, 0.2, 0.2, 0.45, 0.3)])
+    row = C.metrics_row(result, ["PSAX", "PLAX", "A4C"])
+    assert row["F1"] == pytest.approx(2 * 0.6 * 0.3 / 0.9)
+    assert row["AP50_AR"] == 0.35 and row["AP50_TR"] == 0.45 and "AP50_MR" not in row
+    assert row["view_accuracy"] == 0.75 and row["F1_PLAX"] == 0.0 and row["F1_A4C"] == 0.5
+    assert C.f1_score(0.0, 0.0) == 0.0
+
+
+def test_view_f1_left_out_for_a_view_absent_from_the_val_set():
+    view = SimpleNamespace(accuracy=1.0, balanced_accuracy=1.0, f1=[0.0, 1.0, 0.0], support=[0, 4, 0])
+    result = SimpleNamespace(map50=0.0, map=0.0, precision=0.0, recall=0.0, view=view, per_class=[])
+    row = C.metrics_row(result, ["PSAX", "PLAX", "A4C"])
+    assert row["F1_PLAX"] == 1.0 and "F1_PSAX" not in row and "F1_A4C" not in row
+
+
+def test_build_report_tables_interference_and_failures():
+    def row(strategy, seed, m, v, status="ok"):
+        return {"split": "med", "strategy": strategy, "seed": seed, "status": status, "mAP50": m, "view_accuracy": v,
+                "AP50_AR": m, "F1_PSAX": v, "train_time_s": 100.0 + seed, "parameters": 1885044}
+
+    rows = [row("fixed_w1", 0, 0.30, 0.60), row("fixed_w1", 1, 0.32, 0.64), row("gradnorm", 0, 0.40, 0.62),
+            row("gradnorm", 1, None, None, status="failed")]
+    stage = {"overall": {"n": 3, "mean_cosine": -0.2, "conflict_fraction": 0.5, "median_norm_ratio": 4.0},
+             "neck": {"n": 3, "mean_cosine": 0.1, "conflict_fraction": 0.0, "median_norm_ratio": 2.0}}
+    report = C.build_report(command="python benchmarks/compare.py ...", date="2026-11-24", machine="test box",
+                            settings={"name": "t", "epochs": 2, "seeds": [0, 1], "extra": "--img 64"},
+                            splits={"med": Path("data/med.yaml")}, strategies=["fixed_w1", "gradnorm"], rows=rows,
+                            stage_summaries={("med", "fixed_w1"): [stage, stage]},
+                            failures=[{**rows[3], "error": "exit code 1", "tail": "Traceback ..."}],
+                            plots={"med": ["curves_med.png"]})
+    assert "| fixed_w1 | 2 | 0.310 ± 0.014 |" in report
+    assert "| gradnorm | 1 | 0.400 |" in report
+    assert "| fixed_w1 | overall | 3 ± 0 | -0.200 ± 0.000 | 0.500 ± 0.000 | 4.000 ± 0.000 |" in report
+    assert "gradnorm vs fixed_w1: mAP50 0.400 vs 0.310, gradnorm higher by 0.090" in report
+    assert "### AP50 per class" in report and "| strategy | n | AR |" in report and "| strategy | n | PSAX |" in report
+    assert "## Failed runs" in report and "Traceback ..." in report and "![curves_med.png](curves_med.png)" in report
+
+
+def test_csv_fieldnames_and_values():
+    rows = [{"split": "s", "strategy": "dual", "AP50_AR": 0.1, "F1_PSAX": 0.2},
+            {"split": "s", "strategy": "dual", "AP50_MR": 0.3}]
+    fields = C.csv_fieldnames(rows)
+    assert fields[:3] == ["split", "strategy", "seed"] and fields[-1] == "error"
+    assert fields.index("AP50_AR") < fields.index("AP50_MR") < fields.index("view_accuracy") < fields.index("F1_PSAX")
+    assert C.csv_value(None) == "" and C.csv_value(0.123456789) == "0.123457" and C.csv_value(3) == 3
+
+
+# --------------------------------------------------------------------------------- derived files
+
+def test_derived_hyp_sets_task_weights_and_turns_mixing_off():
+    base = {"lr0": 0.01, "mosaic": 1.0, "mixup": 0.1, "copy_paste": 0.0, "det_task": 1.0, "view_task": 0.5}
+    fixed = C.derived_hyp(base, C.strategy_spec("fixed_w0.3").det_task, C.strategy_spec("fixed_w0.3").view_task)
+    assert fixed["det_task"] == 1.0 and fixed["view_task"] == pytest.approx(0.3)
+    assert fixed["mosaic"] == 0.0 and fixed["mixup"] == 0.0 and fixed["lr0"] == 0.01
+    view_only = C.strategy_spec("view_only")
+    hyp = C.derived_hyp(base, view_only.det_task, view_only.view_task)
+    assert hyp["det_task"] == 0.0 and hyp["view_task"] == 1.0
+    kept = C.derived_hyp(base)  # the adaptive strategies keep the given weights
+    assert kept["det_task"] == 1.0 and kept["view_task"] == 0.5
+    assert base["mosaic"] == 1.0, "the base hyp is not modified"
+
+
+def test_detection_only_yaml_drops_cls_names_and_still_loads(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / "ds" / "images" / split).mkdir(parents=True)
+    content = {"path": str(tmp_path / "ds"), "train": "images/train", "val": "images/val",
+               "names": {0: "AR", 1: "MR"}, "cls_names": ["PSAX", "PLAX", "A4C"]}
+    derived = C.detection_only_content(content)
+    assert "cls_names" not in derived and "cls_names" in content
+    path = C.write_yaml(tmp_path / "derived" / "det.yaml", derived, "test")
+    data = check_dataset(path)
+    assert data["cls_names"] is None and data["nc"] == 2 and data["val"] == str((tmp_path / "ds/images/val").resolve())
+    # a relative path (resolved against the repository root by check_dataset) becomes absolute
+    assert C.detection_only_content({"path": "datasets/x", "train": "a", "val": "b", "names": ["a"]})["path"] == \
+        str((ROOT / "datasets/x").resolve())
+    assert C.detection_only_content({"train": "/a", "val": "/b", "names": ["a"]})["path"] == str(ROOT)
+
+
+def test_split_labels():
+    med, split = ROOT / "data" / "med.yaml", ROOT / "runs" / "splits" / "med_patient_s0" / "med.yaml"
+    assert C.split_labels([med]) == ["med"]
+    assert C.split_labels([med, split]) == ["med", "med_patient_s0"]
+    assert C.split_labels([Path("/x/a/med.yaml"), Path("/y/a/med.yaml")]) == ["a", "a_2"]
+    assert C.split_labels([med, ROOT / "data" / "med-detection.yaml"]) == ["med", "med-detection"]
+
+
+# --------------------------------------------------------------------------------------- resume
+
+def _fake_run(run_dir: Path, epochs: list[int], last_pt: bool = True) -> Path:
+    (run_dir / "weights").mkdir(parents=True)
+    if last_pt:
+        (run_dir / "weights" / "last.pt").write_bytes(b"not really a checkpoint")
+    history = {"run": {}, "epochs": [{"epoch": e, "time_s": 2.0, "val": {}} for e in epochs], "steps": [],
+               "interference": []}
+    (run_dir / "training_history.json").write_text(json.dumps(history))
+    return run_dir
+
+
+def test_run_complete_needs_last_pt_and_the_final_epoch(tmp_path):
+    done = _fake_run(tmp_path / "done", [0, 1, 2])
+    assert C.run_complete(done, 3)
+    assert not C.run_complete(done, 4), "an interrupted run (epoch 2 of 0..3) is trained again"
+    assert not C.run_complete(_fake_run(tmp_path / "no_ckpt", [0, 1, 2], last_pt=False), 3)
+    broken = _fake_run(tmp_path / "broken", [0, 1, 2])
+    (broken / "training_history.json").write_text("{not json")
+    assert not C.run_complete(broken, 3)
+    assert not C.run_complete(tmp_path / "missing", 3)
+
+
+def test_step_time_from_progress_bar_and_history():
+    stderr = ("        0/1         0G      1.234 :  50%|#####     | 1/2 [00:01<00:01,  1.00it/s]\r"
+              "        0/1         0G      1.234 : 100%|##########| 2/2 [00:02<00:00,  1.00it/s]\n"
+              "        1/1         0G      1.100 : 100%|##########| 2/2 [00:02<00:00,  1.00it/s]\n"
+              "                 Class     Images  Instances          P          R      mAP50   mAP50-95: 100%|#| 1/1 [00:00<00:00]\n")
+    iterations = C.parse_train_iterations(stderr)
+    assert iterations == {0: 2, 1: 2}
+    history = {"epochs": [{"epoch": 0, "time_s": 3.0}, {"epoch": 1, "time_s": 5.0}]}
+    assert C.median_step_ms(history, iterations) == pytest.approx(2000.0)
+    assert C.median_step_ms(history, {}) is None
+
+
+# ------------------------------------------------------------------------------- command lines
+
+EXTRA = ["--cfg", "models/yolov5n.yaml", "--img", "64", "--hyp", "data/hyps/hyp.medical.yaml",
+         "--gradnorm-alpha", "1.0", "--cls-imgsz=32", "--workers", "0"]
+
+
+def _command(name: str, interference_every: int = 5) -> list[str]:
+    return C.build_command(C.strategy_spec(name), data=Path("/d/med.yaml"), hyp=Path(f"/h/hyp_{name}.yaml"), epochs=3,
+                           seed=1, project=Path("/p/med"), name=f"{name}_s1", interference_every=interference_every,
+                           extra=EXTRA, python="python")
+
+
+@pytest.mark.parametrize("name, script, present, absent", [
+    ("detection_only", "train.py", [], ["--balancer", "--interference-every", "--fitness"]),
+    ("view_only", "train.py", ["--fitness joint"], ["--balancer", "--interference-every"]),
+    ("fixed_w0.3", "train.py", ["--interference-every 5"], ["--balancer"]),
+    ("gradnorm", "train_gradnorm.py", ["--interference-every 5", "--gradnorm-alpha 1.0"], ["--balancer"]),
+    ("uncertainty", "train.py", ["--balancer uncertainty", "--interference-every 5"], []),
+    ("pcgrad", "train.py", ["--balancer pcgrad", "--interference-every 5"], []),
+    ("dual", "train_dual.py", ["--cls-imgsz=32"], ["--balancer", "--interference-every"]),
+])
+def test_command_per_strategy(name, script, present, absent):
+    cmd = _command(name)
+    text = " ".join(cmd)
+    assert cmd[0] == "python" and cmd[1] == str(ROOT / script)
+    for flags in ("--data /d/med.yaml", f"--hyp /h/hyp_{name}.yaml", "--epochs 3", "--seed 1", "--weights  ",
+                  "--exist-ok", "--project /p/med", f"--name {name}_s1", "--cfg models/yolov5n.yaml", "--img 64",
+                  "--workers 0", *present):
+        assert flags in text, (flags, text)
+    for flag in absent:
+        assert flag not in text
+    assert cmd.count("--hyp") == 1 and "data/hyps/hyp.medical.yaml" not in text, "the derived hyp replaces --hyp"
+    if script != "train_gradnorm.py":
+        assert "--gradnorm-alpha" not in text and "1.0" not in cmd[2:cmd.index("--data")]
+    if script != "train_dual.py":
+        assert "--cls-imgsz=32" not in text
+
+
+def test_interference_only_when_asked():
+    assert "--interference-every" not in _command("fixed_w1", interference_every=0)
+
+
+def test_strategy_names_and_controlled_flags():
+    assert C.resolve_strategies(None, [0.1, 1.0]) == ["detection_only", "view_only", "fixed_w0.1", "fixed_w1",
+                                                      "gradnorm", "uncertainty", "pcgrad", "dual"]
+    assert C.resolve_strategies(["joint_fixed", "fixed_w1.0", "dual"], [0.5]) == ["fixed_w1", "dual"]
+    with pytest.raises(ValueError):
+        C.resolve_strategies(["dwa"], [1.0])
+    with pytest.raises(SystemExit):
+        C.check_extra_args(["--img", "64", "--epochs", "3"])
+    with pytest.raises(SystemExit):
+        C.check_extra_args(["--seed=2"])
+    C.check_extra_args(EXTRA)
+
+
+# ------------------------------------------------------------------------------------ end to end
+
+def _compare(data: Path, project: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--data", str(data), "--epochs", "1",
+           "--seeds", "0", "--strategies", "detection_only", "fixed_w1", "dual", "--name", "smoke",
+           "--project", str(project), "--", "--img", "64", "--batch-size", "2", "--workers", "0",
+           "--cfg", "models/yolov5n.yaml", "--hyp", "data/hyps/hyp.medical.yaml", "--noplots", "--noautoanchor"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_compare_end_to_end_then_resume(tmp_path, med_root):
+    data = med_subset_yaml(tmp_path, med_root, n=4)
+    first = _compare(data, tmp_path / "compare")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    root = tmp_path / "compare" / "smoke"
+    with open(root / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and {r["strategy"] for r in rows} == {"detection_only", "fixed_w1", "dual"}
+    assert all(r["status"] == "ok" and r["trained_now"] == "True" for r in rows), rows
+    by_name = {r["strategy"]: r for r in rows}
+    assert by_name["detection_only"]["view_accuracy"] == "" and by_name["fixed_w1"]["view_accuracy"] != ""
+    assert float(by_name["dual"]["parameters"]) > float(by_name["fixed_w1"]["parameters"])
+    assert float(by_name["fixed_w1"]["peak_rss_gb"]) > 0.1 and float(by_name["fixed_w1"]["train_time_s"]) > 0
+    assert (root / "report.md").is_file() and (root / "metric_vs_cost_med_views.png").is_file()
+    assert "cls_names" not in yaml.safe_load((root / "derived" / "data_med_views_detection_only.yaml").read_text())
+    assert yaml.safe_load((root / "derived" / "hyp_fixed_w1.yaml").read_text())["view_task"] == 1.0
+
+    second = _compare(data, tmp_path / "compare")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.stdout.count("complete, not retrained") == 3 and "training..." not in second.stdout
+    with open(root / "comparison.csv") as f:
+        again = list(csv.DictReader(f))
+    assert [r["trained_now"] for r in again] == ["False"] * 3
+    assert [r["mAP50"] for r in again] == [r["mAP50"] for r in rows]
+    assert [r["train_time_s"] for r in again] == [r["train_time_s"] for r in rows], "costs kept from the first run"
