@@ -46,15 +46,19 @@ def patient_holdout(images: list[str], fraction: float, seed: int) -> tuple[list
 
 
 @torch.inference_mode()
-def pooled_features(model, images: list[str], imgsz: int, n_views: int, nc: int) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
-    """Per level, the globally averaged neck map of every image [N, C_level]; the view labels; the image order
-    (rectangular batching sorts images by aspect ratio)."""
+def pooled_features(model, images: list[str], imgsz: int, n_views: int, nc: int,
+                    grid: int = 0) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """Per level, the pooled neck map of every image; the view labels; the image order (rect batches sort images).
+
+    grid 0: global average [N, C_level]; grid g: average over a g x g grid of cells, flattened
+    [N, C_level * g * g], which keeps where in the frame a structure is (GAP discards it)."""
     loader, dataset = create_dataloader(images, imgsz, 32, 32, rect=True, pad=0.5, workers=2, nc=nc, n_views=n_views)
     per_level: list[list[np.ndarray]] = [[], [], []]
     views = []
     for imgs, _, batch_views, *_ in loader:
         for level, fmap in enumerate(model.forward_features(imgs.float() / 255)):
-            per_level[level].append(fmap.mean((2, 3)).numpy())
+            pooled = fmap.mean((2, 3)) if grid == 0 else torch.nn.functional.adaptive_avg_pool2d(fmap, grid).flatten(1)
+            per_level[level].append(pooled.numpy())
         views.append(batch_views.numpy())
     return [np.concatenate(f) for f in per_level], np.concatenate(views), dataset.img_files
 
@@ -83,13 +87,14 @@ def main() -> None:
     p.add_argument("--img", type=int, default=320)
     p.add_argument("--holdout", type=float, default=0.2)
     p.add_argument("--seeds", type=int, default=3, help="number of patient-grouped hold-outs")
+    p.add_argument("--grid", type=int, default=0, help="0: global average pooling; g: g x g cells, flattened")
     args = p.parse_args()
 
     data = check_dataset(args.data)
     n_views, nc = len(data["cls_names"]), int(data["nc"])
     model, _ = load_inference_model(args.weights, torch.device("cpu"))
     images = find_images(data["train"])
-    feats, views, order = pooled_features(model, images, args.img, n_views, nc)
+    feats, views, order = pooled_features(model, images, args.img, n_views, nc, args.grid)
     position = {path: i for i, path in enumerate(order)}
     level_sets = [c for r in (1, 2, 3) for c in combinations(range(3), r)]
     scores: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
@@ -104,7 +109,8 @@ def main() -> None:
             pred = probe(torch.from_numpy((x[te] - mean) / std).float()).argmax(1).numpy()
             m = compute_view_metrics(views[te], pred, n_views)
             scores[levels].append((m.accuracy, m.balanced_accuracy))
-    print(f"linear probes on pooled neck features of {args.weights}; {args.seeds} patient-grouped hold-outs "
+    pooling = "global average" if args.grid == 0 else f"{args.grid}x{args.grid} grid"
+    print(f"linear probes on {pooling}-pooled neck features of {args.weights}; {args.seeds} patient-grouped hold-outs "
           f"of {args.holdout:.0%} of the train split")
     print(f"{'levels':>10} {'channels':>9} {'accuracy':>16} {'balanced acc':>16}")
     for levels, values in scores.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ def to_plain(value: Any) -> Any:
     return str(value)
 
 
+FAULT_SAVE_DELAY_ENV = "YOLOMED_FAULT_SAVE_DELAY"  # seconds; set only by the SIGKILL tests
+
+
 def save_checkpoint(ckpt: dict, path: str | Path) -> None:
     """Write `ckpt` to a temp file in the same folder, fsync, then rename over `path`.
 
@@ -55,6 +59,8 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> None:
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())
+        if FAULT_SAVE_DELAY_ENV in os.environ:  # crash tests: widen the window between write and rename
+            time.sleep(float(os.environ[FAULT_SAVE_DELAY_ENV]))
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

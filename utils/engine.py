@@ -308,6 +308,9 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
 
     model, ckpt = (make_model or build_training_model)(opt, task.nc, task.names, task.n_views, device)
     model.info()
+    channels_last = bool(getattr(opt, "channels_last", False))
+    if channels_last:  # NHWC: about 20 % faster forward+backward on this CPU (oneDNN), same numbers
+        model.to(memory_format=torch.channels_last)
     freeze_layers(model, opt.freeze)
     head = model.detect
     grid_stride = max(int(head.stride.max()), 32)
@@ -357,12 +360,14 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
 
     batches = len(train_loader)
     warmup_iters = max(round(hyp["warmup_epochs"] * batches), 100) if hyp["warmup_epochs"] > 0 else 0
-    last_opt_step = -1
+    last_opt_step = int((ckpt or {}).get("last_opt_step", -1)) if opt.resume else -1  # accumulation continues
     for scheduler in schedulers:
         scheduler.last_epoch = start_epoch - 1
     results, view_val = (0.0,) * 7, None
     best_epoch, patience = start_epoch, opt.patience or float("inf")
-    skipped_steps = 0
+    skipped_steps = int((ckpt or {}).get("skipped_steps", 0)) if opt.resume else 0
+    if opt.resume:  # a crash after an epoch's log but before its checkpoint: that epoch is trained again
+        drop_epochs_from(run.results_csv, history, start_epoch)
     t_start = time.time()
     LOGGER.info(f"Image sizes {imgsz} train, {imgsz} val\nUsing {train_loader.num_workers} dataloader workers\n"
                 f"Logging results to {run.save_dir}\nStarting training for {opt.epochs} epochs...")
@@ -379,6 +384,8 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
         for i, (imgs, targets, views, paths, _shapes) in bar:
             ni = i + batches * epoch
             imgs = imgs.to(device, non_blocking=True).float() / 255
+            if channels_last:
+                imgs = imgs.contiguous(memory_format=torch.channels_last)
             targets, views = targets.to(device), views.to(device)
             if ni <= warmup_iters:
                 accumulate = warmup(optimizers, ni, warmup_iters, epoch, lf, hyp, batch_size)
@@ -436,7 +443,8 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
             row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in view_cols), *balancer.weights.tolist()]
         append_results_row(run.results_csv, epoch, row, task.results_keys)
         record = epoch_record(epoch, task, train_losses, balancer, lrs, results, view_val, t_epoch, fit)
-        record.update(elapsed_s=round(time.time() - t_start, 3), validated=validated)  # time-to-accuracy curves
+        record.update(elapsed_s=round(time.time() - t_start, 3), validated=validated,  # time-to-accuracy curves
+                      skipped_steps=skipped_steps)  # non-finite losses so far (steps skipped, run continued)
         history.log_epoch(record)
         stop = epoch - best_epoch >= patience
         if not opt.nosave or final_epoch or stop:
@@ -444,7 +452,8 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
                 model_yaml=model.yaml, model_state=de_parallel(model).state_dict(), names=task.names, epoch=epoch,
                 best_fitness=best_fitness, ema_state=ema.ema.state_dict(), ema_updates=ema.updates,
                 optimizer_state={name: o.state_dict() for name, o in optimizers.items()}, opt=vars(opt), hyp=hyp,
-                extra={"skipped_steps": skipped_steps, "results": list(results), "view_names": task.view_names,
+                extra={"skipped_steps": skipped_steps, "last_opt_step": last_opt_step, "results": list(results),
+                       "view_names": task.view_names,
                        "balancer": balancer.state_dict()},
             )
             save_checkpoint(ckpt_out, run.last)
@@ -561,6 +570,18 @@ def warmup(optimizers: dict[str, torch.optim.Optimizer], ni: int, warmup_iters: 
             if "momentum" in group:
                 group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
     return accumulate
+
+
+def drop_epochs_from(results_csv: Path, history: TrainingHistory, start_epoch: int) -> None:
+    """Forget results.csv rows and history records of epochs >= start_epoch (they are re-run after a resume)."""
+    if results_csv.exists():
+        lines = results_csv.read_text().splitlines(keepends=True)
+        kept = lines[:1] + [ln for ln in lines[1:] if ln.strip() and int(float(ln.split(",")[0])) < start_epoch]
+        if len(kept) != len(lines):
+            results_csv.write_text("".join(kept))
+    history.data["epochs"] = [r for r in history.data["epochs"] if r.get("epoch", -1) < start_epoch]
+    for key in ("steps", "interference"):
+        history.data[key] = [r for r in history.data.get(key, []) if r.get("epoch", -1) < start_epoch]
 
 
 def resume_state(ckpt: dict, optimizers: dict, ema: ModelEMA, balancer: Balancer, opt: argparse.Namespace) -> tuple[int, float]:
