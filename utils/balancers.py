@@ -31,11 +31,14 @@ class Balancer:
 
     def combine(self, losses: dict[str, torch.Tensor], shared: list[torch.nn.Parameter] | None = None) -> torch.Tensor:
         """The loss to backpropagate: sum of w_i * L_i over the tasks present in `losses`."""
+        self._check_losses(losses)
+        weights = self.weights.to(next(iter(losses.values())).device)
+        return sum(weights[i] * losses[name] for i, name in enumerate(self.task_names))
+
+    def _check_losses(self, losses: dict[str, torch.Tensor]) -> None:
         missing = set(self.task_names) - set(losses)
         if missing:
             raise KeyError(f"{type(self).__name__} expects losses for {self.task_names}, missing {sorted(missing)}")
-        weights = self.weights.to(next(iter(losses.values())).device)
-        return sum(weights[i] * losses[name] for i, name in enumerate(self.task_names))
 
     def backward(self, loss: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
         """Put this step's gradients into .grad (accumulating); `loss` is what combine() returned.
@@ -95,9 +98,7 @@ class UncertaintyWeighting(Balancer):
         self.weights = (0.5 * torch.exp(-self.log_vars.detach())).clone()
 
     def combine(self, losses: dict[str, torch.Tensor], shared: list[torch.nn.Parameter] | None = None) -> torch.Tensor:
-        missing = set(self.task_names) - set(losses)
-        if missing:
-            raise KeyError(f"{type(self).__name__} expects losses for {self.task_names}, missing {sorted(missing)}")
+        self._check_losses(losses)
         s = self.log_vars.to(next(iter(losses.values())).device)
         return sum(0.5 * torch.exp(-s[i]) * losses[name] + 0.5 * s[i] for i, name in enumerate(self.task_names))
 

@@ -309,7 +309,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
     model, ckpt = (make_model or build_training_model)(opt, task.nc, task.names, task.n_views, device)
     model.info()
     channels_last = bool(getattr(opt, "channels_last", False))
-    if channels_last:  # NHWC: about 20 % faster forward+backward on this CPU (oneDNN), same numbers
+    if channels_last:  # NHWC: about 20 % faster forward+backward on this CPU (oneDNN); same model, float rounding may differ
         model.to(memory_format=torch.channels_last)
     freeze_layers(model, opt.freeze)
     head = model.detect
