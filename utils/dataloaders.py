@@ -10,6 +10,7 @@ import glob
 import hashlib
 import os
 import random
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -543,6 +544,10 @@ class AspectBatchSampler(torch.utils.data.Sampler):
         for index, key in enumerate(keys):
             self.groups.setdefault(key, []).append(index)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Order of the given epoch (the training loop calls this, so a resumed run repeats the order)."""
+        self.epoch = int(epoch)
+
     def __iter__(self):
         rng = np.random.default_rng(self.seed + self.epoch)
         self.epoch += 1
@@ -555,6 +560,16 @@ class AspectBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return sum(-(-len(m) // self.batch_size) for m in self.groups.values())
+
+
+def train_sampler(dataset: Sized, shuffle: bool, seed: int, world_size: int = 1,
+                  rank: int = 0) -> distributed.DistributedSampler:
+    """One shuffling rule for one process and for N: a permutation seeded by seed + epoch (set_epoch).
+
+    Rank r takes every N-th index of it, starting at r, so N processes with batch B/N see the same
+    global batches as one process with batch B; and a resumed run sees each epoch's original order.
+    """
+    return distributed.DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
 
 
 def create_dataloader(
@@ -575,9 +590,14 @@ def create_dataloader(
     n_views: int | None = None,
     nc: int | None = None,
     rect_shuffle: bool = False,
+    shard: bool = False,
 ) -> tuple[DataLoader, LoadImagesAndLabels]:
-    """A DataLoader over LoadImagesAndLabels; the same seed gives the same order and augmentations."""
-    distributed_run = torch.distributed.is_available() and torch.distributed.is_initialized()
+    """A DataLoader over LoadImagesAndLabels; the same seed gives the same order and augmentations.
+
+    shard: under DDP, give each rank its own share of the images (the training loader); a loader
+    that rank 0 alone uses (validation) keeps every image.
+    """
+    distributed_run = shard and torch.distributed.is_available() and torch.distributed.is_initialized()
     if rect_shuffle and distributed_run:
         LOGGER.warning(f"{prefix}WARNING ⚠️ --rect-shuffle is not supported with DDP yet, using square batches")
         rect_shuffle = False
@@ -590,14 +610,18 @@ def create_dataloader(
         rect_shuffle=rect_shuffle,
     )
     batch_size = min(batch_size, len(dataset))
-    n_workers = min(os.cpu_count() or 1, batch_size if batch_size > 1 else 0, workers)
-    sampler = distributed.DistributedSampler(dataset, shuffle=shuffle, seed=seed) if distributed_run else None
+    processes_here = max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)  # torchrun: the CPUs are shared
+    n_workers = min(max((os.cpu_count() or 1) // processes_here, 1), batch_size if batch_size > 1 else 0, workers)
+    rank = torch.distributed.get_rank() if distributed_run else 0
     generator = torch.Generator()
-    generator.manual_seed(seed)
+    generator.manual_seed(seed + rank)  # augmentations differ between ranks
     if rect_shuffle:  # the batch sampler decides batch size and order
         batching = {"batch_sampler": AspectBatchSampler(dataset.image_shapes, batch_size, seed)}
+    elif shuffle or distributed_run:
+        world = torch.distributed.get_world_size() if distributed_run else 1
+        batching = {"batch_size": batch_size, "sampler": train_sampler(dataset, shuffle, seed, world, rank)}
     else:
-        batching = {"batch_size": batch_size, "shuffle": shuffle and sampler is None, "sampler": sampler}
+        batching = {"batch_size": batch_size, "shuffle": False}
     loader = DataLoader(
         dataset,
         **batching,

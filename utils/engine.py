@@ -26,6 +26,9 @@ from utils.checkpoints import build_checkpoint, inference_state, load_checkpoint
 from utils.cli import check_unsupported, resolve_path
 from utils.dataloaders import create_dataloader
 from utils.dataset_yaml import check_dataset
+from utils.distributed import (DistContext, all_reduce_mean, all_reduce_sum, any_rank, broadcast_object,
+                               check_ranks_agree, cleanup_distributed, context_from_env, parameter_checksum,
+                               per_rank_batch_size, setup_distributed, sync_batchnorm, wrap_distributed)
 from utils.balancers import Balancer, PCGrad, UncertaintyWeighting, fixed_weights_from_hyp
 from utils.history import TrainingHistory
 from utils.logger import LOGGER
@@ -205,8 +208,11 @@ def training_fitness(results: tuple, view: dict | None, mode: str) -> float:
     return detection
 
 
-def setup_run(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict, RunFolder]:
-    """Resolve --resume, hyps and the run folder; write opt.yaml (hyp.yaml follows once the data is known)."""
+def setup_run(opt: argparse.Namespace, ctx: DistContext = DistContext()) -> tuple[argparse.Namespace, dict, RunFolder]:
+    """Resolve --resume, hyps and the run folder; write opt.yaml (hyp.yaml follows once the data is known).
+
+    Under DDP rank 0 picks (and creates) the folder and the other ranks are told its name.
+    """
     check_unsupported(opt)
     if getattr(opt, "fitness", "detection") not in FITNESS_CHOICES:
         raise SystemExit(f"--fitness {opt.fitness}: expected one of {', '.join(FITNESS_CHOICES)}")
@@ -214,11 +220,14 @@ def setup_run(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict, RunFol
         opt, hyp = restore_resume_options(opt)
     else:
         hyp = load_hyp(opt.hyp)
-        opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
+        if ctx.is_main:
+            opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
+        opt.save_dir = broadcast_object(getattr(opt, "save_dir", None))
     run = RunFolder(Path(opt.save_dir))
-    run.weights.mkdir(parents=True, exist_ok=True)
-    if not opt.resume:
-        (run.save_dir / "opt.yaml").write_text(yaml.safe_dump(vars(opt), sort_keys=False))
+    if ctx.is_main:
+        run.weights.mkdir(parents=True, exist_ok=True)
+        if not opt.resume:
+            (run.save_dir / "opt.yaml").write_text(yaml.safe_dump(vars(opt), sort_keys=False))
     return opt, hyp, run
 
 
@@ -295,18 +304,30 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
     `make_model(opt, nc, names, n_views, device)` (the model; default detection or joint) and
     `make_optims(model, opt, hyp)` (a dict of optimizers; default YOLOv5's single one).
     """
-    opt, hyp, run = setup_run(opt)
-    device = select_device(opt.device, batch_size=opt.batch_size)
-    init_seeds(opt.seed, deterministic=getattr(opt, "deterministic", False))
-    plots = not opt.noplots
+    ctx = context_from_env()  # torchrun sets it; one process otherwise
+    device = setup_distributed(ctx, opt.device, opt.batch_size) if ctx.enabled else None
+    try:
+        return _train(opt, ctx, device, make_balancer, make_model, make_optims)
+    finally:
+        cleanup_distributed()
+
+
+def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | None,
+           make_balancer: BalancerFactory | None, make_model: Callable | None, make_optims: Callable | None) -> dict:
+    opt, hyp, run = setup_run(opt, ctx)
+    device = device or select_device(opt.device, batch_size=opt.batch_size)  # a resumed run's own --device
+    main = ctx.is_main  # only rank 0 writes files, validates and logs
+    init_seeds(opt.seed + ctx.rank, deterministic=getattr(opt, "deterministic", False))  # DDP: weights come from rank 0
+    plots = not opt.noplots and main
     data, task = load_task(opt)
     if task.view_names:
         hyp = disable_mixing_augmentations(hyp)
-    if not opt.resume:
+    if not opt.resume and main:
         (run.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
     LOGGER.info("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
 
     model, ckpt = (make_model or build_training_model)(opt, task.nc, task.names, task.n_views, device)
+    model = sync_batchnorm(model, bool(getattr(opt, "sync_bn", False)), ctx, device)
     model.info()
     channels_last = bool(getattr(opt, "channels_last", False))
     if channels_last:  # NHWC: about 20 % faster forward+backward on this CPU (oneDNN); same model, float rounding may differ
@@ -316,7 +337,8 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
     grid_stride = max(int(head.stride.max()), 32)
     imgsz = check_img_size(opt.imgsz, grid_stride)
 
-    batch_size = opt.batch_size
+    batch_size = opt.batch_size  # the total over all processes: accumulation and weight decay follow it
+    rank_batch_size = per_rank_batch_size(batch_size, ctx)
     accumulate = max(round(NOMINAL_BATCH / batch_size), 1)
     hyp["weight_decay"] *= batch_size * accumulate / NOMINAL_BATCH
     optimizers = (make_optims or make_optimizers)(model, opt, hyp)
@@ -324,39 +346,46 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
     schedulers = [lr_scheduler.LambdaLR(o, lr_lambda=lf) for o in optimizers.values()]
     ema = ModelEMA(model)
     balancer = (make_balancer or balancer_factory(opt))(hyp, task.task_names, model)
+    if ctx.enabled:
+        balancer.distribute(all_reduce_sum, ctx.world_size)
 
     start_epoch, best_fitness = 0, 0.0
     if ckpt is not None and opt.resume:
         start_epoch, best_fitness = resume_state(ckpt, optimizers, ema, balancer, opt)
 
     train_loader, dataset = create_dataloader(
-        data["train"], imgsz, batch_size, grid_stride, single_cls=opt.single_cls, hyp=hyp, augment=True,
+        data["train"], imgsz, rank_batch_size, grid_stride, single_cls=opt.single_cls, hyp=hyp, augment=True,
         cache=opt.cache, rect=opt.rect, workers=opt.workers, shuffle=not opt.rect,
         prefix="train: ", seed=opt.seed, nc=task.nc, n_views=task.n_views,
-        rect_shuffle=getattr(opt, "rect_shuffle", False),
+        rect_shuffle=getattr(opt, "rect_shuffle", False), shard=True,
     )
-    val_loader, _ = create_dataloader(
-        data["val"], imgsz, batch_size * 2, grid_stride, single_cls=opt.single_cls, hyp=hyp, cache=opt.cache,
-        rect=True, pad=0.5, workers=opt.workers, prefix="val: ", nc=task.nc, n_views=task.n_views,
-    )
+    val_loader = None
+    if main:
+        val_loader, _ = create_dataloader(
+            data["val"], imgsz, rank_batch_size * 2, grid_stride, single_cls=opt.single_cls, hyp=hyp,
+            cache=opt.cache, rect=True, pad=0.5, workers=opt.workers, prefix="val: ", nc=task.nc,
+            n_views=task.n_views,
+        )
     if task.view_names:
         n_missing = int((dataset.views < 0).sum())
         LOGGER.info(f"train: view labels {np.bincount(dataset.views[dataset.views >= 0], minlength=task.n_views).tolist()} "
                     f"for {task.view_names}; {n_missing} images without a view label train detection only")
-    if not opt.resume:
+    if not opt.resume and main:
         if plots:
             all_labels = np.concatenate([lb for lb in dataset.labels if len(lb)] or [np.zeros((0, 5))], 0)
             plot_labels(all_labels, task.names, run.save_dir)
         if not opt.noautoanchor:
-            check_anchors(dataset, model=model, thr=hyp["anchor_t"], imgsz=imgsz)
+            check_anchors(dataset, model=model, thr=hyp["anchor_t"], imgsz=imgsz)  # DDP: wrapping copies rank 0's
+    train_model = wrap_distributed(model, ctx, device)  # what the forward pass runs through
 
     hyp = scale_hyp_for_model(hyp, head.nl, task.nc, imgsz)
     compute_loss = ComputeLoss(model, hyp, label_smoothing=opt.label_smoothing)
     model.hyp = hyp
     history = TrainingHistory(run.save_dir / "training_history.json",
                               {"script": getattr(opt, "script", "train.py"), "tasks": list(task.task_names),
-                               "names": task.names, "view_names": task.view_names, "balancer": type(balancer).__name__})
-    monitor = make_interference_monitor(opt, model, task)
+                               "names": task.names, "view_names": task.view_names, "balancer": type(balancer).__name__,
+                               "world_size": ctx.world_size}) if main else None
+    monitor = make_interference_monitor(opt, model, task) if main else None  # rank 0 measures its own batches
 
     batches = len(train_loader)
     warmup_iters = max(round(hyp["warmup_epochs"] * batches), 100) if hyp["warmup_epochs"] > 0 else 0
@@ -366,7 +395,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
     results, view_val = (0.0,) * 7, None
     best_epoch, patience = start_epoch, opt.patience or float("inf")
     skipped_steps = int((ckpt or {}).get("skipped_steps", 0)) if opt.resume else 0
-    if opt.resume:  # a crash after an epoch's log but before its checkpoint: that epoch is trained again
+    if opt.resume and main:  # a crash after an epoch's log but before its checkpoint: that epoch is trained again
         drop_epochs_from(run.results_csv, history, start_epoch)
     t_start = time.time()
     LOGGER.info(f"Image sizes {imgsz} train, {imgsz} val\nUsing {train_loader.num_workers} dataloader workers\n"
@@ -380,7 +409,10 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
         weight_names = [f"w_{t}" for t in task.task_names] if task.view_names else []
         LOGGER.info(("\n" + "%11s" * (4 + len(task.loss_names) + len(weight_names))) % (
             "Epoch", "GPU_mem", *task.loss_names, *weight_names, "Instances", "Size"))
-        bar = tqdm(enumerate(train_loader), total=batches, bar_format="{l_bar}{bar:10}{r_bar}")
+        for sampler in (train_loader.sampler, train_loader.batch_sampler):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)  # the epoch's own order: the same on every rank and after a resume
+        bar = tqdm(enumerate(train_loader), total=batches, bar_format="{l_bar}{bar:10}{r_bar}", disable=not main)
         for i, (imgs, targets, views, paths, _shapes) in bar:
             ni = i + batches * epoch
             imgs = imgs.to(device, non_blocking=True).float() / 255
@@ -389,11 +421,14 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
             targets, views = targets.to(device), views.to(device)
             if ni <= warmup_iters:
                 accumulate = warmup(optimizers, ni, warmup_iters, epoch, lf, hyp, batch_size)
-            losses, loss_items = task_losses(model(imgs), targets, views, compute_loss, imgs.shape[0])
+            losses, loss_items = task_losses(train_model(imgs), targets, views, compute_loss, imgs.shape[0])
+            if ctx.enabled:  # DDP averages gradients over ranks; YOLOv5 scales by the world size to keep the sum
+                losses = {name: value * ctx.world_size for name, value in losses.items()}
             loss = balancer.combine(losses)
-            if not torch.isfinite(loss):
+            if any_rank(not bool(torch.isfinite(loss))):  # all ranks skip together, or the others would hang
                 skipped_steps += 1
-                LOGGER.warning(f"WARNING ⚠️ non-finite loss {loss.item()} at epoch {epoch} batch {i}, step skipped")
+                LOGGER.warning(f"WARNING ⚠️ non-finite loss at epoch {epoch} batch {i} (this process: {loss.item()}), "
+                               "step skipped")
                 zero_grad(optimizers)
                 continue
             if monitor is not None and monitor.due(ni):
@@ -408,7 +443,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
                 zero_grad(optimizers)
                 ema.update(model)
                 balancer.step()
-                if balancer.adaptive and balancer.last_stats is not None:
+                if main and balancer.adaptive and balancer.last_stats is not None:
                     history.log_step({"step": ni, "epoch": epoch, **balancer.last_stats})
                 last_opt_step = ni
             mean_loss = (mean_loss * i + loss_items) / (i + 1)
@@ -424,43 +459,50 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
         for scheduler in schedulers:
             scheduler.step()
         ema.update_attr(model)
-        final_epoch = epoch + 1 == opt.epochs
-        val_period = max(int(getattr(opt, "val_period", 1) or 1), 1)
-        validated = final_epoch or (not opt.noval and (epoch + 1) % val_period == 0)
-        if validated:
-            val = evaluate(ema.ema, val_loader, names=task.names, device=device, single_cls=opt.single_cls,
-                           compute_loss=compute_loss, save_dir=run.save_dir, plots=False, training=True,
-                           view_names=task.view_names)
-            results, view_val = val.as_tuple(), val.view_summary()
-        fit = training_fitness(results, view_val, getattr(opt, "fitness", "detection"))
-        improved = validated and fit >= best_fitness  # an epoch without validation never becomes best.pt
-        if validated and fit > best_fitness:
-            best_fitness, best_epoch = fit, epoch
-        train_losses = mean_loss.tolist()
-        row = [*train_losses[:3], *results, *next(iter(lrs.values()))]  # x/lr0-2: the (detection) model's groups
-        if task.view_names:
-            view_cols = ("view_loss", "view_accuracy", "view_balanced_accuracy")
-            row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in view_cols), *balancer.weights.tolist()]
-        append_results_row(run.results_csv, epoch, row, task.results_keys)
-        record = epoch_record(epoch, task, train_losses, balancer, lrs, results, view_val, t_epoch, fit)
-        record.update(elapsed_s=round(time.time() - t_start, 3), validated=validated,  # time-to-accuracy curves
-                      skipped_steps=skipped_steps)  # non-finite losses so far (steps skipped, run continued)
-        history.log_epoch(record)
-        stop = epoch - best_epoch >= patience
-        if not opt.nosave or final_epoch or stop:
-            ckpt_out = build_checkpoint(
-                model_yaml=model.yaml, model_state=de_parallel(model).state_dict(), names=task.names, epoch=epoch,
-                best_fitness=best_fitness, ema_state=ema.ema.state_dict(), ema_updates=ema.updates,
-                optimizer_state={name: o.state_dict() for name, o in optimizers.items()}, opt=vars(opt), hyp=hyp,
-                extra={"skipped_steps": skipped_steps, "last_opt_step": last_opt_step, "results": list(results),
-                       "view_names": task.view_names,
-                       "balancer": balancer.state_dict()},
-            )
-            save_checkpoint(ckpt_out, run.last)
-            if improved:
-                save_checkpoint(ckpt_out, run.best)
-            if opt.save_period > 0 and epoch % opt.save_period == 0:
-                save_checkpoint(ckpt_out, run.weights / f"epoch{epoch}.pt")
+        mean_loss = all_reduce_mean(mean_loss)  # DDP: the epoch's mean over every rank's batches
+        if ctx.enabled:  # a rank that drifted would make rank 0's checkpoint describe a model nobody trains
+            check_ranks_agree(parameter_checksum(model), "model parameters")
+            check_ranks_agree(balancer.weights, "task weights")
+        stop = False
+        if main:  # validation, results.csv, history and checkpoints: rank 0 only
+            final_epoch = epoch + 1 == opt.epochs
+            val_period = max(int(getattr(opt, "val_period", 1) or 1), 1)
+            validated = final_epoch or (not opt.noval and (epoch + 1) % val_period == 0)
+            if validated:
+                val = evaluate(ema.ema, val_loader, names=task.names, device=device, single_cls=opt.single_cls,
+                               compute_loss=compute_loss, save_dir=run.save_dir, plots=False, training=True,
+                               view_names=task.view_names)
+                results, view_val = val.as_tuple(), val.view_summary()
+            fit = training_fitness(results, view_val, getattr(opt, "fitness", "detection"))
+            improved = validated and fit >= best_fitness  # an epoch without validation never becomes best.pt
+            if validated and fit > best_fitness:
+                best_fitness, best_epoch = fit, epoch
+            train_losses = mean_loss.tolist()
+            row = [*train_losses[:3], *results, *next(iter(lrs.values()))]  # x/lr0-2: the (detection) model's groups
+            if task.view_names:
+                view_cols = ("view_loss", "view_accuracy", "view_balanced_accuracy")
+                row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in view_cols), *balancer.weights.tolist()]
+            append_results_row(run.results_csv, epoch, row, task.results_keys)
+            record = epoch_record(epoch, task, train_losses, balancer, lrs, results, view_val, t_epoch, fit)
+            record.update(elapsed_s=round(time.time() - t_start, 3), validated=validated,  # time-to-accuracy curves
+                          skipped_steps=skipped_steps)  # non-finite losses so far (steps skipped, run continued)
+            history.log_epoch(record)
+            stop = epoch - best_epoch >= patience
+            if not opt.nosave or final_epoch or stop:
+                ckpt_out = build_checkpoint(
+                    model_yaml=model.yaml, model_state=de_parallel(model).state_dict(), names=task.names, epoch=epoch,
+                    best_fitness=best_fitness, ema_state=ema.ema.state_dict(), ema_updates=ema.updates,
+                    optimizer_state={name: o.state_dict() for name, o in optimizers.items()}, opt=vars(opt), hyp=hyp,
+                    extra={"skipped_steps": skipped_steps, "last_opt_step": last_opt_step, "results": list(results),
+                           "view_names": task.view_names,
+                           "balancer": balancer.state_dict()},
+                )
+                save_checkpoint(ckpt_out, run.last)
+                if improved:
+                    save_checkpoint(ckpt_out, run.best)
+                if opt.save_period > 0 and epoch % opt.save_period == 0:
+                    save_checkpoint(ckpt_out, run.weights / f"epoch{epoch}.pt")
+        stop = broadcast_object(stop)  # every rank leaves the loop together
         if stop:
             LOGGER.info(f"Stopping training early as no improvement observed in last {opt.patience} epochs. "
                         f"Best results observed at epoch {best_epoch}, best model saved as best.pt.")
@@ -468,6 +510,8 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
 
     hours = (time.time() - t_start) / 3600
     LOGGER.info(f"\n{epoch - start_epoch + 1} epochs completed in {hours:.3f} hours.")
+    if not main:
+        return {"results": (), "save_dir": str(run.save_dir), "skipped_steps": skipped_steps}
     final = finish(run, val_loader, task, device, opt, compute_loss, plots)
     if plots and balancer.adaptive:
         plot_gradnorm(history.path)

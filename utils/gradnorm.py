@@ -97,11 +97,15 @@ class GradNorm(Balancer):
 
     def step(self) -> None:
         """Once per optimizer step: update w from the norms and losses accumulated since the last one."""
-        if self._micro_steps == 0:
-            return
-        grad_norms, task_losses = self._norm_sum / self._micro_steps, self._loss_sum / self._micro_steps
+        # DDP: sums and counts are added over the ranks first, so every rank computes the same update
+        # (and no rank skips the collective because it alone saw no finite step).
+        totals = self.all_reduce_sum(torch.cat((self._norm_sum, self._loss_sum, torch.tensor([float(self._micro_steps)]))))
         self._norm_sum.zero_(), self._loss_sum.zero_()
         self._micro_steps = 0
+        n_tasks, count = len(self.task_names), float(totals[-1])
+        if count == 0:
+            return
+        grad_norms, task_losses = totals[:n_tasks] / count, totals[n_tasks:2 * n_tasks] / count
         if self.initial_losses is None:
             self._init_sum += task_losses
             self._init_count += 1
