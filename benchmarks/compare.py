@@ -31,9 +31,10 @@ How the costs are measured:
                    per-epoch validation, final validation and plots), from Popen to os.wait4
     train_loop_s   training_history.json's elapsed_s of the last epoch (first step to the end
                    of the last epoch, validation included, set-up and final validation excluded)
-    step_ms        median over epochs of the epoch's time_s (training loop + that epoch's
-                   validation + checkpoint save) divided by the training iterations per epoch
-                   (the total of the epoch's progress bar in the child's stderr)
+    step_ms        median over epochs of the epoch's train_s (its batches alone; histories
+                   from before train_s existed: time_s, which adds validation and checkpoint
+                   saving) divided by the training iterations per epoch (the total of the
+                   epoch's progress bar in the child's stderr)
     peak_rss_gb    ru_maxrss from os.wait4: the largest resident set of the child or of any
                    process it waited for (dataloader workers count as their own maximum, not a sum)
     parameters, gflops   model.info(imgsz) of the evaluated checkpoint, unfused
@@ -298,12 +299,17 @@ def parse_train_iterations(stderr_text: str) -> dict[int, int]:
 
 
 def median_step_ms(history: dict | None, iterations: dict[int, int]) -> float | None:
-    """Median over epochs of time_s / iterations of that epoch, in ms (None without both)."""
+    """Median over epochs of the epoch's time / its iterations, in ms (None without both).
+
+    The epoch's time is train_s (the batches alone) where the history has it, else time_s
+    (which also counts that epoch's validation and checkpoint save: histories written
+    before train_s existed).
+    """
     if not history or not iterations:
         return None
     fallback = statistics.median(iterations.values())
-    steps = [r["time_s"] / (iterations.get(r["epoch"]) or fallback) * 1e3
-             for r in history.get("epochs", []) if "time_s" in r]
+    steps = [r.get("train_s", r.get("time_s")) / (iterations.get(r["epoch"]) or fallback) * 1e3
+             for r in history.get("epochs", []) if "train_s" in r or "time_s" in r]
     return statistics.median(steps) if steps else None
 
 

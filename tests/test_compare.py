@@ -227,6 +227,8 @@ def test_step_time_from_progress_bar_and_history():
     history = {"epochs": [{"epoch": 0, "time_s": 3.0}, {"epoch": 1, "time_s": 5.0}]}
     assert C.median_step_ms(history, iterations) == pytest.approx(2000.0)
     assert C.median_step_ms(history, {}) is None
+    with_train_s = {"epochs": [{"epoch": 0, "time_s": 3.0, "train_s": 2.0}, {"epoch": 1, "time_s": 5.0, "train_s": 4.0}]}
+    assert C.median_step_ms(with_train_s, iterations) == pytest.approx(1500.0)  # validation time left out
 
 
 # ------------------------------------------------------------------------------- command lines

@@ -455,6 +455,7 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
                 plot_images(imgs, targets, paths, run.save_dir / f"train_batch{ni}.jpg", task.names,
                             captions=view_captions(views, task.view_names))
 
+        train_s = time.time() - t_epoch  # the batches alone; time_s adds validation and saving
         lrs = {name: [g["lr"] for g in o.param_groups] for name, o in optimizers.items()}
         for scheduler in schedulers:
             scheduler.step()
@@ -484,7 +485,8 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
                 row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in view_cols), *balancer.weights.tolist()]
             append_results_row(run.results_csv, epoch, row, task.results_keys)
             record = epoch_record(epoch, task, train_losses, balancer, lrs, results, view_val, t_epoch, fit)
-            record.update(elapsed_s=round(time.time() - t_start, 3), validated=validated,  # time-to-accuracy curves
+            record.update(elapsed_s=round(time.time() - t_start, 3), train_s=round(train_s, 3),
+                          validated=validated,  # time-to-accuracy curves
                           skipped_steps=skipped_steps)  # non-finite losses so far (steps skipped, run continued)
             history.log_epoch(record)
             stop = epoch - best_epoch >= patience
