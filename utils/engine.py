@@ -441,7 +441,8 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
                 for o in optimizers.values():
                     o.step()
                 zero_grad(optimizers)
-                ema.update(model)
+                if main:  # only rank 0 validates and saves the EMA
+                    ema.update(model)
                 balancer.step()
                 if main and balancer.adaptive and balancer.last_stats is not None:
                     history.log_step({"step": ni, "epoch": epoch, **balancer.last_stats})
@@ -459,7 +460,8 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
         lrs = {name: [g["lr"] for g in o.param_groups] for name, o in optimizers.items()}
         for scheduler in schedulers:
             scheduler.step()
-        ema.update_attr(model)
+        if main:
+            ema.update_attr(model)
         mean_loss = all_reduce_mean(mean_loss)  # DDP: the epoch's mean over every rank's batches
         if ctx.enabled:  # a rank that drifted would make rank 0's checkpoint describe a model nobody trains
             check_ranks_agree(parameter_checksum(model), "model parameters")
