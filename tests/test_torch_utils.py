@@ -63,6 +63,18 @@ def test_select_device_rejects_out_of_range_and_garbage():
         select_device("gpu-please")
 
 
+@pytest.mark.parametrize("script, args", [("train", []), ("val", ["--weights", "never-read.pt"]),
+                                          ("detect", ["--weights", "never-read.pt", "--source", "never-read.png"])])
+def test_bad_device_flag_ends_the_script_with_one_line(script, args, tmp_path):
+    """A flag's bad value is a user error: one 'ERROR: ...' line naming flag and value, no traceback."""
+    module = __import__(script)
+    project = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(module.parse_opt([*args, "--device", "gpu-please", "--project", str(project)]))
+    assert not project.exists()  # nothing written: no empty run folder left behind
+    assert str(exit_info.value) == "ERROR: Invalid --device 'gpu-please': expected '', 'cpu' or CUDA indices like '0' or '0,1'"
+
+
 def test_init_seeds_repeats_random_streams():
     def draw() -> tuple:
         return random.random(), float(np.random.rand()), float(torch.rand(1))

@@ -24,6 +24,8 @@ from typing import Callable
 
 import torch
 
+from utils.cli import OptionError
+
 
 def _identity(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
@@ -107,7 +109,7 @@ class UncertaintyWeighting(Balancer):
     def __init__(self, task_names: tuple[str, ...], lr: float = 0.01, initial_log_var: float = 0.0) -> None:
         super().__init__(task_names)
         if lr <= 0:
-            raise ValueError(f"--balancer-lr {lr}: must be > 0")
+            raise OptionError(f"--balancer-lr {lr}: must be > 0")
         self.log_vars = torch.nn.Parameter(torch.full((len(self.task_names),), float(initial_log_var)))
         self.optimizer = torch.optim.Adam([self.log_vars], lr=lr)
         self._refresh_weights()

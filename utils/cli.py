@@ -11,6 +11,10 @@ from utils.paths import ROOT
 T = TypeVar("T")
 
 
+class OptionError(ValueError):
+    """A command-line flag with a value this project cannot use; the message names the flag and value."""
+
+
 def train_parser(description: str = "Train a YOLOv5-compatible detector") -> argparse.ArgumentParser:
     """Parser with YOLOv5 train.py flags; train_*.py scripts add their own flags to it."""
     p = argparse.ArgumentParser(description=description)
@@ -92,11 +96,11 @@ def resolve_path(path: str) -> str:
 
 
 def run_or_exit(entry: Callable[..., T], *args) -> T:
-    """Run a script's entry point; a user error (bad dataset, weights or source) exits with one line, no traceback."""
+    """Run a script's entry point; a user error (bad dataset, weights, source or flag) exits with one line, no traceback."""
     from utils.checkpoints import CheckpointError
     from utils.dataset_yaml import DatasetError
 
     try:
         return entry(*args)
-    except (DatasetError, CheckpointError, FileNotFoundError) as e:
+    except (DatasetError, CheckpointError, OptionError, FileNotFoundError) as e:
         sys.exit(f"ERROR: {e}")

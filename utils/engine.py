@@ -305,7 +305,10 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
     `make_optims(model, opt, hyp)` (a dict of optimizers; default YOLOv5's single one).
     """
     ctx = context_from_env()  # torchrun sets it; one process otherwise
-    device = setup_distributed(ctx, opt.device, opt.batch_size) if ctx.enabled else None
+    if ctx.enabled:
+        device = setup_distributed(ctx, opt.device, opt.batch_size)
+    else:  # a bad --device fails before a run folder exists; a resumed run uses its own saved --device
+        device = None if opt.resume else select_device(opt.device, batch_size=opt.batch_size)
     try:
         return _train(opt, ctx, device, make_balancer, make_model, make_optims)
     finally:
@@ -315,7 +318,7 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
 def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | None,
            make_balancer: BalancerFactory | None, make_model: Callable | None, make_optims: Callable | None) -> dict:
     opt, hyp, run = setup_run(opt, ctx)
-    device = device or select_device(opt.device, batch_size=opt.batch_size)  # a resumed run's own --device
+    device = device or select_device(opt.device, batch_size=opt.batch_size)
     main = ctx.is_main  # only rank 0 writes files, validates and logs
     init_seeds(opt.seed + ctx.rank, deterministic=getattr(opt, "deterministic", False))  # DDP: weights come from rank 0
     plots = not opt.noplots and main

@@ -9,6 +9,7 @@ import copy
 import torch
 
 from utils.balancers import Balancer
+from utils.cli import OptionError
 
 
 def gradnorm_weight_grad(
@@ -56,9 +57,9 @@ class GradNorm(Balancer):
     ) -> None:
         super().__init__(task_names)
         if alpha < 0:
-            raise ValueError(f"--gradnorm-alpha {alpha}: must be >= 0")
+            raise OptionError(f"--gradnorm-alpha {alpha}: must be >= 0")
         if min_weight <= 0:
-            raise ValueError(f"--gradnorm-min-weight {min_weight}: must be > 0 so weights stay positive")
+            raise OptionError(f"--gradnorm-min-weight {min_weight}: must be > 0 so weights stay positive")
         if update_every < 1 or initial_loss_steps < 1:
             raise ValueError("--gradnorm-update-every and --gradnorm-init-steps must be >= 1")
         self.shared_weight = shared_weight
@@ -71,7 +72,7 @@ class GradNorm(Balancer):
         elif optimizer == "sgd":
             self.optimizer = torch.optim.SGD([self.param], lr=lr, momentum=momentum)
         else:
-            raise ValueError(f"--gradnorm-optimizer {optimizer}: expected adam or sgd")
+            raise OptionError(f"--gradnorm-optimizer {optimizer}: expected adam or sgd")
         self.initial_losses: torch.Tensor | None = None  # L_i(0)
         self._init_sum = torch.zeros(len(task_names))
         self._init_count = 0

@@ -16,6 +16,7 @@ import statistics
 import torch
 
 from models.yolo_cls import shared_parameters
+from utils.cli import OptionError
 from utils.torch_utils import de_parallel
 
 OVERALL = "overall"
@@ -53,7 +54,7 @@ class InterferenceMonitor:
         if len(task_names) != 2:
             raise ValueError(f"interference needs exactly two tasks, got {task_names}")
         if every < 1:
-            raise ValueError(f"--interference-every {every}: must be >= 1")
+            raise OptionError(f"--interference-every {every}: must be >= 1")
         core = de_parallel(model)
         self.task_names, self.every = tuple(task_names), int(every)
         shared_ids = {id(p) for p in shared_parameters(core)}

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.cli import OptionError
 from utils.logger import LOGGER
 
 # Order of the optimizer's parameter groups built by `smart_optimizer`; x/lr0 in results.csv is group 0.
@@ -33,30 +34,30 @@ def select_device(device: str = "", batch_size: int = 0) -> torch.device:
         return torch.device("cpu")
     if flag == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError(f"Invalid --device '{device}': MPS is not available, use --device cpu")
+            raise OptionError(f"Invalid --device '{device}': MPS is not available, use --device cpu")
         LOGGER.info(f"{version} MPS")
         return torch.device("mps")
     if flag in ("", "cuda"):
         if not torch.cuda.is_available():
             if flag == "cuda":
-                raise ValueError(f"Invalid CUDA --device '{device}' requested: CUDA is not available, use --device cpu")
+                raise OptionError(f"Invalid CUDA --device '{device}' requested: CUDA is not available, use --device cpu")
             LOGGER.info(f"{version} CPU")
             return torch.device("cpu")
         flag = "0"
     try:
         indices = [int(part) for part in flag.split(",") if part != ""]
     except ValueError:
-        raise ValueError(f"Invalid --device '{device}': expected '', 'cpu' or CUDA indices like '0' or '0,1'") from None
+        raise OptionError(f"Invalid --device '{device}': expected '', 'cpu' or CUDA indices like '0' or '0,1'") from None
     if not indices:
-        raise ValueError(f"Invalid --device '{device}': expected '', 'cpu' or CUDA indices like '0' or '0,1'")
+        raise OptionError(f"Invalid --device '{device}': expected '', 'cpu' or CUDA indices like '0' or '0,1'")
     available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if any(i < 0 or i >= available for i in indices):
-        raise ValueError(
+        raise OptionError(
             f"Invalid CUDA --device '{device}' requested, {available} CUDA device(s) visible; "
             "use --device cpu or valid CUDA indices"
         )
     if len(indices) > 1 and batch_size > 0 and batch_size % len(indices) != 0:
-        raise ValueError(f"--batch-size {batch_size} is not a multiple of the {len(indices)} GPUs in --device '{device}'")
+        raise OptionError(f"--batch-size {batch_size} is not a multiple of the {len(indices)} GPUs in --device '{device}'")
     descriptions = []
     for i in indices:
         props = torch.cuda.get_device_properties(i)
