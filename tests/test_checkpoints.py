@@ -72,3 +72,17 @@ def test_to_plain_converts_paths_tuples_and_numpy():
     out = to_plain({"p": Path("a/b"), "t": (1, 2), "n": np.float32(0.5), "nested": {"x": [Path("c")]}})
     assert out == {"p": "a/b", "t": [1, 2], "n": 0.5, "nested": {"x": ["c"]}}
     pickle.dumps(out)
+
+
+def test_inference_model_is_fused_frozen_and_in_eval_mode(tmp_path: Path):
+    from models.yolo import DetectionModel
+    from utils.model_loading import load_inference_model
+
+    model = DetectionModel("yolov5n.yaml", nc=2)
+    path = tmp_path / "n.pt"
+    save_checkpoint(build_checkpoint(model_yaml=model.yaml, model_state=model.state_dict(), names={0: "a", 1: "b"},
+                                     epoch=0, best_fitness=0.0), path)
+    loaded, _ = load_inference_model(path, torch.device("cpu"))
+    assert not loaded.training
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.modules())  # folded into the convolutions

@@ -11,7 +11,7 @@ from utils.checkpoints import inference_state, load_checkpoint
 
 
 def load_inference_model(weights: str | Path, device: torch.device, trust: bool = False, fuse: bool = True) -> tuple[DetectionModel, dict]:
-    """Model in eval mode (EMA weights, Conv+BN fused) and its checkpoint dict.
+    """Model in eval mode (EMA weights, Conv+BN fused, no parameter requiring grad) and its checkpoint dict.
 
     Detection-only and joint (detection + view) checkpoints alike: the model YAML stored in
     the checkpoint says which. `model.view_names` is the view class list, or None.
@@ -22,6 +22,7 @@ def load_inference_model(weights: str | Path, device: torch.device, trust: bool 
     model.names = {int(k): v for k, v in ckpt["names"].items()}
     model.view_names = ckpt.get("view_names") or None
     model.to(device).eval()
+    model.requires_grad_(False)  # inference only: no autograd bookkeeping, and the summary says 0 gradients
     if fuse:
         model.fuse()
     return model, ckpt
