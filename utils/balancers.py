@@ -8,9 +8,8 @@ into .grad), `step()` (once per optimizer step) and `state_dict()` / `load_state
 remedies are measured against; GradNorm lives in utils/gradnorm.py.
 
 Under DDP (torchrun) every rank holds its own balancer. Whatever a balancer learns from its
-rank's losses or gradients goes through `self.all_reduce_sum` first (set by the engine with
-`distribute()`; the identity in one process), so every rank makes the same update and the
-task weights stay identical across ranks.
+rank's losses or gradients is all-reduced first (utils.distributed; a no-op in one process),
+so every rank makes the same update and the task weights stay identical across ranks.
 
     --balancer fixed        constant weights det_task / view_task from the hyps
     --balancer uncertainty  Kendall, Gal & Cipolla (CVPR 2018): learned log-variances
@@ -20,15 +19,10 @@ from __future__ import annotations
 
 import copy
 import random
-from typing import Callable
-
 import torch
 
 from utils.cli import OptionError
-
-
-def _identity(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor
+from utils.distributed import all_reduce_mean
 
 
 class Balancer:
@@ -40,15 +34,6 @@ class Balancer:
         self.task_names = tuple(task_names)
         initial = initial or {}
         self.weights = torch.tensor([float(initial.get(name, 1.0)) for name in self.task_names])
-        self.all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = _identity
-        self.world_size = 1
-
-    def distribute(self, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor], world_size: int) -> None:
-        """Under DDP: how per-rank statistics are summed over the ranks (utils.distributed.all_reduce_sum)."""
-        self.all_reduce_sum, self.world_size = all_reduce_sum, int(world_size)
-
-    def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor if self.world_size == 1 else self.all_reduce_sum(tensor) / self.world_size
 
     def combine(self, losses: dict[str, torch.Tensor], shared: list[torch.nn.Parameter] | None = None) -> torch.Tensor:
         """The loss to backpropagate: sum of w_i * L_i over the tasks present in `losses`."""
@@ -126,7 +111,7 @@ class UncertaintyWeighting(Balancer):
     def step(self) -> None:
         if self.log_vars.grad is None:
             return
-        self.log_vars.grad = self.all_reduce_mean(self.log_vars.grad)  # DDP: each rank saw its own losses
+        self.log_vars.grad = all_reduce_mean(self.log_vars.grad)  # DDP: each rank saw its own losses
         if torch.isfinite(self.log_vars.grad).all():
             self.optimizer.step()
         self.optimizer.zero_grad()
@@ -203,7 +188,7 @@ class PCGrad(Balancer):
         n_shared = len(self.shared)
         # autograd.grad bypasses DDP's gradient reducer, so the per-task gradients are averaged over the
         # ranks here, before the projection: every rank then projects the same global gradients.
-        flat = [self.all_reduce_mean(torch.cat([g.reshape(-1) for g in grads[:n_shared]])) for grads in per_task]
+        flat = [all_reduce_mean(torch.cat([g.reshape(-1) for g in grads[:n_shared]])) for grads in per_task]
         combined, projections = pcgrad_combine(flat, self.rng)
         self._conflicts += int(projections > 0)
         self._steps += 1
@@ -213,7 +198,7 @@ class PCGrad(Balancer):
             offset += p.numel()
         if self.own:
             own = torch.cat([sum(grads[k] for grads in per_task).reshape(-1) for k in range(n_shared, len(params))])
-            own = self.all_reduce_mean(own)
+            own = all_reduce_mean(own)
             offset = 0
             for p in self.own:
                 self._accumulate(p, own[offset:offset + p.numel()].view_as(p))

@@ -26,7 +26,7 @@ from utils.checkpoints import build_checkpoint, inference_state, load_checkpoint
 from utils.cli import check_unsupported, resolve_path
 from utils.dataloaders import create_dataloader
 from utils.dataset_yaml import check_dataset
-from utils.distributed import (DistContext, all_reduce_mean, all_reduce_sum, any_rank, broadcast_object,
+from utils.distributed import (DistContext, all_reduce_mean, any_rank, broadcast_object,
                                check_ranks_agree, cleanup_distributed, context_from_env, parameter_checksum,
                                per_rank_batch_size, setup_distributed, sync_batchnorm, wrap_distributed)
 from utils.balancers import Balancer, PCGrad, UncertaintyWeighting, fixed_weights_from_hyp
@@ -349,8 +349,6 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
     schedulers = [lr_scheduler.LambdaLR(o, lr_lambda=lf) for o in optimizers.values()]
     ema = ModelEMA(model)
     balancer = (make_balancer or balancer_factory(opt))(hyp, task.task_names, model)
-    if ctx.enabled:
-        balancer.distribute(all_reduce_sum, ctx.world_size)
 
     start_epoch, best_fitness = 0, 0.0
     if ckpt is not None and opt.resume:

@@ -10,6 +10,7 @@ import torch
 
 from utils.balancers import Balancer
 from utils.cli import OptionError
+from utils.distributed import all_reduce_sum
 
 
 def gradnorm_weight_grad(
@@ -100,7 +101,7 @@ class GradNorm(Balancer):
         """Once per optimizer step: update w from the norms and losses accumulated since the last one."""
         # DDP: sums and counts are added over the ranks first, so every rank computes the same update
         # (and no rank skips the collective because it alone saw no finite step).
-        totals = self.all_reduce_sum(torch.cat((self._norm_sum, self._loss_sum, torch.tensor([float(self._micro_steps)]))))
+        totals = all_reduce_sum(torch.cat((self._norm_sum, self._loss_sum, torch.tensor([float(self._micro_steps)]))))
         self._norm_sum.zero_(), self._loss_sum.zero_()
         self._micro_steps = 0
         n_tasks, count = len(self.task_names), float(totals[-1])
