@@ -2,7 +2,7 @@
 
     python benchmarks/compare.py --data data/med.yaml [--data runs/splits/med_patient_s0/med.yaml] \\
         --epochs 20 --seeds 0 1 2 --name NAME [--strategies ...] [--view-weights 0.1 0.3 1 3] \\
-        [--interference-every N] [--dry-run] \\
+        [--interference-every N] [--dry-run | --report-only] \\
         -- --cfg models/yolov5n.yaml --img 320 --hyp data/hyps/hyp.medical.yaml --batch-size 16 --workers 2
 
 Everything after `--` is passed to every training script unchanged (except `--gradnorm-*`
@@ -20,11 +20,15 @@ gets). Strategies, each a child process of this project's own scripts:
 
 Runs land in PROJECT/NAME/<split>/<strategy>_s<seed>/ (PROJECT defaults to runs/compare);
 derived hyp and dataset YAMLs in PROJECT/NAME/derived/. A run whose folder holds
-weights/last.pt and a training_history.json with the final epoch is not trained again, so
-re-running the same command resumes an interrupted comparison (the check does not compare
-flags: use a new NAME when the train flags change). Each run's best.pt (last.pt
-when there is none) is then evaluated in this process with the project's evaluate() on its
-split's val set, and PROJECT/NAME/comparison.csv, report.md and plots are written.
+weights/last.pt and a training_history.json with the final epoch (or that exited cleanly
+after an early stop under the same --epochs) is not trained again, so re-running the same
+command resumes an interrupted comparison (the check does not compare other flags: use a
+new NAME when the train flags change). Each run's best.pt (last.pt when there is none) is
+then evaluated in this process with the project's evaluate() on its split's val set (once:
+the result is kept in the run folder as compare_eval.json until the checkpoint, the data
+YAML or the evaluation settings change), and PROJECT/NAME/comparison.csv, report.md and
+plots are written. --report-only trains nothing and writes an interim report of the runs
+finished so far, listing the rest as not run: a progress check on a long comparison.
 
 How the costs are measured:
     train_time_s   wall time of the child process (interpreter start, data scan, training,
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -67,6 +72,7 @@ import yaml  # noqa: E402
 from utils.cli import train_parser  # noqa: E402
 from utils.dataset_yaml import DatasetError, _find_yaml  # noqa: E402
 from utils.engine import MIXING_AUGMENTATIONS, load_hyp  # noqa: E402
+from utils.files import write_json_atomic  # noqa: E402
 from utils.interference import OVERALL, summarize_interference  # noqa: E402
 
 ADAPTIVE = ("gradnorm", "uncertainty", "pcgrad")
@@ -86,6 +92,7 @@ INTERFERENCE_COLUMNS = ("interference_n", "interference_mean_cosine", "interfere
                         "interference_median_norm_ratio")
 ID_COLUMNS = ("split", "strategy", "seed", "status", "trained_now", "run_dir", "checkpoint", "epochs_done")
 COST_FILE = "compare_cost.json"  # what this script measured about a child, kept for later re-runs
+EVAL_FILE = "compare_eval.json"  # metrics of the evaluated checkpoint, reused while checkpoint and data are unchanged
 LABELS = {"mAP50": "mAP50", "mAP50_95": "mAP50-95", "precision": "P", "recall": "R", "F1": "F1",
           "view_accuracy": "view acc", "view_balanced_accuracy": "view bal. acc", "train_time_s": "train time (s)",
           "train_loop_s": "train loop (s)", "step_ms": "step (ms)", "iterations_per_epoch": "it/epoch",
@@ -285,6 +292,22 @@ def run_complete(run_dir: Path, epochs: int) -> bool:
     return any(r.get("epoch") == epochs - 1 for r in history.get("epochs", []))
 
 
+def run_finished(run_dir: Path, epochs: int) -> bool:
+    """Complete, or ended cleanly before its final epoch (early stop by --patience) under the same --epochs.
+
+    An early-stopped run is a result, not an interruption: training it again would stop at the same epoch.
+    """
+    if run_complete(run_dir, epochs):
+        return True
+    if load_cost(run_dir).get("rc") != 0 or not (run_dir / "weights" / "last.pt").is_file():
+        return False
+    try:
+        trained = yaml.safe_load((run_dir / "opt.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(trained, dict) and trained.get("epochs") == epochs
+
+
 TQDM_EPOCH = re.compile(r"^\s*(\d+)/(\d+)\s.*?\|\s*(\d+)/(\d+) \[")
 
 
@@ -404,6 +427,32 @@ def evaluate_checkpoint(weights: Path, data_yaml: Path, settings: EvalSettings) 
                       view_names=view_names)
     return metrics_row(result, list(view_names) if view_names else None) | {
         "parameters": int(info["parameters"]), "gflops": float(info["gflops"])}
+
+
+def evaluation_key(weights: Path, data_yaml: Path, settings: EvalSettings) -> dict:
+    """What an evaluation depends on: the checkpoint file, the dataset YAML's text and the evaluation settings."""
+    stat = weights.stat()
+    return {"checkpoint": weights.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "data": str(data_yaml), "data_sha256": hashlib.sha256(Path(data_yaml).read_bytes()).hexdigest(),
+            "imgsz": settings.imgsz, "batch_size": settings.batch_size, "single_cls": settings.single_cls}
+
+
+def cached_evaluation(run_dir: Path, weights: Path, data_yaml: Path, settings: EvalSettings) -> dict:
+    """evaluate_checkpoint, or its saved result when the checkpoint, data YAML and settings are unchanged.
+
+    A report over many runs is regenerated often (every resume, --report-only); evaluating each
+    checkpoint once keeps that cheap. Images changed under an unchanged YAML are not detected.
+    """
+    key = evaluation_key(weights, data_yaml, settings)
+    try:
+        saved = json.loads((run_dir / EVAL_FILE).read_text())
+        if saved.get("key") == key:
+            return saved["metrics"]
+    except (OSError, json.JSONDecodeError, KeyError, AttributeError):
+        pass
+    metrics = evaluate_checkpoint(weights, data_yaml, settings)
+    write_json_atomic(run_dir / EVAL_FILE, {"key": key, "metrics": metrics}, indent=1)
+    return metrics
 
 
 def f1_score(precision: float, recall: float) -> float:
@@ -717,7 +766,13 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
     out = [f"# Strategy comparison: {settings['name']}", "",
            f"- command: `{command}`", f"- date: {date}", f"- machine: {machine}",
            f"- epochs {settings['epochs']}, seeds {settings['seeds']}, strategies {', '.join(strategies)}",
-           f"- train flags passed through: `{settings['extra'] or '(none)'}`", "", NOTES]
+           f"- train flags passed through: `{settings['extra'] or '(none)'}`", ""]
+    pending = [r for r in rows if r.get("status") == "not_run"]
+    if pending:
+        out += [f"**Interim report: {len(rows) - len(pending)} of {len(rows)} runs finished** (written with "
+                "--report-only; the n column counts the seeds each figure rests on; the runs still missing "
+                "are listed at the end).", ""]
+    out += [NOTES]
     for split, data in splits.items():
         split_rows = [r for r in rows if r["split"] == split]
         out += [f"## Split `{split}` ({data})", "", "### Metrics (valid set, mean ± sd over seeds)", "",
@@ -738,6 +793,13 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
         out += ["### Comparison", "", *[f"- {s}" for s in comparison_sentences(agg, split, strategies)], ""]
         for name in plots.get(split, []):
             out += [f"![{name}]({name})", ""]
+    if pending:
+        out += ["## Not run yet", ""]
+        missing: dict[tuple[str, str], list[int]] = {}
+        for r in pending:
+            missing.setdefault((r["split"], r["strategy"]), []).append(r["seed"])
+        out += [f"- {split} / {strategy}: seeds {', '.join(map(str, seeds))}"
+                for (split, strategy), seeds in missing.items()] + [""]
     if failures:
         out += ["## Failed runs", ""]
         for f in failures:
@@ -782,6 +844,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--interference-every", type=int, default=0,
                    help="measure gradient interference every N iterations in the shared-backbone joint runs")
     p.add_argument("--dry-run", action="store_true", help="print the commands only; train and write nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: report the finished runs and list the others as not run (progress check)")
     opt = p.parse_args(argv)
     if opt.epochs < 1:
         p.error("--epochs must be >= 1")
@@ -837,7 +901,7 @@ def plan_runs(opt: argparse.Namespace, extra: list[str], root: Path, write: bool
                 cmd = build_command(spec, data=data, hyp=hyp_files[spec.hyp_key], epochs=opt.epochs, seed=seed,
                                     project=root / split, name=run_name(name, seed),
                                     interference_every=opt.interference_every, extra=extra)
-                plans.append(Plan(split, data, spec, seed, run_dir, cmd, done=run_complete(run_dir, opt.epochs)))
+                plans.append(Plan(split, data, spec, seed, run_dir, cmd, done=run_finished(run_dir, opt.epochs)))
     return plans, splits
 
 
@@ -850,7 +914,7 @@ def train_run(plan: Plan) -> dict:
     iterations = parse_train_iterations((plan.run_dir / "compare_stderr.log").read_text(errors="replace"))
     cost = {"rc": result.rc, "train_time_s": result.wall_s, "peak_rss_gb": result.peak_rss_gb,
             "iterations": {str(k): v for k, v in iterations.items()}, "command": shlex.join(plan.command)}
-    (plan.run_dir / COST_FILE).write_text(json.dumps(cost, indent=1))
+    write_json_atomic(plan.run_dir / COST_FILE, cost, indent=1)
     return cost
 
 
@@ -876,17 +940,16 @@ def collect_row(plan: Plan, epochs: int, cost: dict, settings: EvalSettings, tra
                iterations_per_epoch=statistics.median(iterations.values()) if iterations else None)
     columns, stages = interference_columns(history)
     row.update(columns)
-    finished = cost.get("rc") == 0 and (plan.run_dir / "weights" / "last.pt").is_file()  # early stop included
-    if not (run_complete(plan.run_dir, epochs) or finished):
+    if not run_finished(plan.run_dir, epochs):
         row.update(status="failed", error=f"exit code {cost.get('rc', '?')}, run incomplete")
         return row, {}
     if row.get("epochs_done", epochs) < epochs:
-        row["error"] = f"stopped early after {row['epochs_done']} epochs (--patience); a re-run trains it again"
+        row["error"] = f"stopped early after {row['epochs_done']} epochs (--patience)"
     weights = plan.run_dir / "weights" / "best.pt"
     weights = weights if weights.is_file() else plan.run_dir / "weights" / "last.pt"
     row["checkpoint"] = weights.name
     try:
-        row.update(evaluate_checkpoint(weights, plan.data, settings))
+        row.update(cached_evaluation(plan.run_dir, weights, plan.data, settings))
     except Exception as e:  # one broken run must not stop the report
         row.update(status="eval_failed", error=f"{type(e).__name__}: {e}")
     return row, stages
@@ -909,6 +972,11 @@ def main(argv: list[str] | None = None) -> Path | None:
         if plan.done:
             print(f"{label}: complete, not retrained ({plan.run_dir})", flush=True)
             cost = load_cost(plan.run_dir)
+        elif opt.report_only:
+            print(f"{label}: not run yet (--report-only)", flush=True)
+            rows.append({"split": plan.split, "strategy": plan.strategy.name, "seed": plan.seed,
+                         "run_dir": str(plan.run_dir), "trained_now": False, "status": "not_run"})
+            continue
         else:
             print(f"{label}: training... ({shlex.join(plan.command)})", flush=True)
             cost = train_run(plan)

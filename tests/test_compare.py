@@ -146,6 +146,23 @@ def test_build_report_tables_interference_and_failures():
     assert "## Failed runs" in report and "Traceback ..." in report and "![curves_med.png](curves_med.png)" in report
 
 
+def test_interim_report_lists_the_runs_not_run_yet():
+    rows = [{"split": "med", "strategy": "fixed_w1", "seed": 0, "status": "ok", "mAP50": 0.3, "view_accuracy": 0.6},
+            {"split": "med", "strategy": "fixed_w1", "seed": 1, "status": "not_run"},
+            {"split": "med", "strategy": "gradnorm", "seed": 0, "status": "not_run"},
+            {"split": "med", "strategy": "gradnorm", "seed": 1, "status": "not_run"}]
+    report = C.build_report(command="c", date="d", machine="m", settings={"name": "t", "epochs": 2, "seeds": [0, 1],
+                            "extra": ""}, splits={"med": Path("data/med.yaml")}, strategies=["fixed_w1", "gradnorm"],
+                            rows=rows, stage_summaries={}, failures=[], plots={})
+    assert "**Interim report: 1 of 4 runs finished**" in report
+    assert "- med / fixed_w1: seeds 1" in report and "- med / gradnorm: seeds 0, 1" in report
+    assert "| fixed_w1 | 1 | 0.300 |" in report and "| gradnorm | 0 | n/a |" in report
+    complete = C.build_report(command="c", date="d", machine="m", settings={"name": "t", "epochs": 2, "seeds": [0],
+                              "extra": ""}, splits={"med": Path("data/med.yaml")}, strategies=["fixed_w1"],
+                              rows=rows[:1], stage_summaries={}, failures=[], plots={})
+    assert "Interim" not in complete and "Not run yet" not in complete
+
+
 def test_csv_fieldnames_and_values():
     rows = [{"split": "s", "strategy": "dual", "AP50_AR": 0.1, "F1_PSAX": 0.2},
             {"split": "s", "strategy": "dual", "AP50_MR": 0.3}]
@@ -215,6 +232,40 @@ def test_run_complete_needs_last_pt_and_the_final_epoch(tmp_path):
     (broken / "training_history.json").write_text("{not json")
     assert not C.run_complete(broken, 3)
     assert not C.run_complete(tmp_path / "missing", 3)
+
+
+def test_run_finished_accepts_an_early_stop_under_the_same_epochs(tmp_path):
+    def early(name, rc, epochs_flag):
+        run_dir = _fake_run(tmp_path / name, [0, 1])  # stopped after epoch 1 of 0..4
+        (run_dir / C.COST_FILE).write_text(json.dumps({"rc": rc}))
+        (run_dir / "opt.yaml").write_text(yaml.safe_dump({"epochs": epochs_flag}))
+        return run_dir
+
+    assert not C.run_complete(early("stopped", 0, 5), 5)
+    assert C.run_finished(early("stopped2", 0, 5), 5), "a clean early stop is a result: not trained again"
+    assert not C.run_finished(early("crashed", 1, 5), 5), "a failed child is trained again"
+    assert not C.run_finished(early("other_budget", 0, 5), 8), "a different --epochs is a different run"
+    assert not C.run_finished(_fake_run(tmp_path / "killed", [0, 1]), 5), "no cost record: it was interrupted"
+    assert C.run_finished(_fake_run(tmp_path / "done", [0, 1, 2]), 3)
+
+
+def test_cached_evaluation_reuses_until_checkpoint_or_data_change(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(C, "evaluate_checkpoint", lambda w, d, s: calls.append(w) or {"mAP50": 0.1 * len(calls)})
+    run_dir = _fake_run(tmp_path / "run", [0])
+    weights, data = run_dir / "weights" / "last.pt", tmp_path / "data.yaml"
+    data.write_text("val: a\n")
+    settings = C.EvalSettings(imgsz=64)
+    assert C.cached_evaluation(run_dir, weights, data, settings) == {"mAP50": 0.1}
+    assert C.cached_evaluation(run_dir, weights, data, settings) == {"mAP50": 0.1} and len(calls) == 1
+    data.write_text("val: b\n")
+    assert C.cached_evaluation(run_dir, weights, data, settings)["mAP50"] == pytest.approx(0.2)
+    assert C.cached_evaluation(run_dir, weights, data, C.EvalSettings(imgsz=128))["mAP50"] == pytest.approx(0.3)
+    weights.write_bytes(b"a retrained checkpoint, longer than before")
+    assert C.cached_evaluation(run_dir, weights, data, C.EvalSettings(imgsz=128))["mAP50"] == pytest.approx(0.4)
+    (run_dir / C.EVAL_FILE).write_text("{broken")
+    assert C.cached_evaluation(run_dir, weights, data, C.EvalSettings(imgsz=128))["mAP50"] == pytest.approx(0.5)
+    assert len(calls) == 5
 
 
 def test_step_time_from_progress_bar_and_history():
@@ -288,9 +339,10 @@ def test_strategy_names_and_controlled_flags():
 
 # ------------------------------------------------------------------------------------ end to end
 
-def _compare(data: Path, project: Path) -> subprocess.CompletedProcess:
+def _compare(data: Path, project: Path, *flags: str,
+             strategies: tuple[str, ...] = ("detection_only", "fixed_w1", "dual")) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--data", str(data), "--epochs", "1",
-           "--seeds", "0", "--strategies", "detection_only", "fixed_w1", "dual", "--name", "smoke",
+           "--seeds", "0", "--strategies", *strategies, *flags, "--name", "smoke",
            "--project", str(project), "--", "--img", "64", "--batch-size", "2", "--workers", "0",
            "--cfg", "models/yolov5n.yaml", "--hyp", "data/hyps/hyp.medical.yaml", "--noplots", "--noautoanchor"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -322,3 +374,15 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     assert [r["trained_now"] for r in again] == ["False"] * 3
     assert [r["mAP50"] for r in again] == [r["mAP50"] for r in rows]
     assert [r["train_time_s"] for r in again] == [r["train_time_s"] for r in rows], "costs kept from the first run"
+    assert all((Path(r["run_dir"]) / C.EVAL_FILE).is_file() for r in again), "each checkpoint evaluated once"
+
+    interim = _compare(data, tmp_path / "compare", "--report-only",
+                       strategies=("detection_only", "fixed_w1", "dual", "gradnorm"))
+    assert interim.returncode == 0, interim.stdout[-3000:] + interim.stderr[-3000:]
+    assert "training..." not in interim.stdout and "not run yet" in interim.stdout
+    assert not (root / "med_views" / "gradnorm_s0").exists(), "--report-only trains nothing"
+    with open(root / "comparison.csv") as f:
+        statuses = {r["strategy"]: r["status"] for r in csv.DictReader(f)}
+    assert statuses == {"detection_only": "ok", "fixed_w1": "ok", "dual": "ok", "gradnorm": "not_run"}
+    report = (root / "report.md").read_text()
+    assert "Interim report: 3 of 4 runs finished" in report and "- med_views / gradnorm: seeds 0" in report

@@ -7,10 +7,10 @@ per-class metrics) and later balancers add per-step entries.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from utils.files import write_json_atomic
 
 
 class TrainingHistory:
@@ -43,7 +43,4 @@ class TrainingHistory:
         self.data["interference"].append(record)
 
     def save(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".history.", suffix=".tmp", dir=self.path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.data, f, indent=1, default=float)
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.data, indent=1, default=float)
