@@ -72,7 +72,7 @@ import yaml  # noqa: E402
 from utils.cli import train_parser  # noqa: E402
 from utils.dataset_yaml import DatasetError, _find_yaml  # noqa: E402
 from utils.engine import MIXING_AUGMENTATIONS, load_hyp  # noqa: E402
-from utils.files import write_json_atomic  # noqa: E402
+from utils.files import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.interference import OVERALL, summarize_interference  # noqa: E402
 
 ADAPTIVE = ("gradnorm", "uncertainty", "pcgrad")
@@ -199,8 +199,7 @@ def detection_only_content(content: dict) -> dict:
 
 def write_yaml(path: Path, content: dict, header: str) -> Path:
     """Write `content` as YAML with a comment header; returns the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# {header}\n" + yaml.safe_dump(content, sort_keys=False))
+    write_text_atomic(path, f"# {header}\n" + yaml.safe_dump(content, sort_keys=False))  # a running child may read it
     return path
 
 
@@ -958,7 +957,7 @@ def collect_row(plan: Plan, epochs: int, cost: dict, settings: EvalSettings, tra
 def main(argv: list[str] | None = None) -> Path | None:
     opt, extra = parse_args(argv)
     root = opt.project / opt.name
-    plans, splits = plan_runs(opt, extra, root, write=not opt.dry_run)
+    plans, splits = plan_runs(opt, extra, root, write=not (opt.dry_run or opt.report_only))
     if opt.dry_run:
         for plan in plans:
             print(("# complete, not retrained: " if plan.done else "") + shlex.join(plan.command))
