@@ -400,8 +400,15 @@ class EvalSettings:
     single_cls: bool = False
 
 
+TEST_PREFIX = "test_"  # CSV columns of the held-out test split, where the dataset YAML has one
+
+
 def evaluate_checkpoint(weights: Path, data_yaml: Path, settings: EvalSettings) -> dict:
-    """Metrics of one checkpoint on the YAML's val split (in-process, as val.py), plus parameters and GFLOPs."""
+    """Metrics of one checkpoint on the YAML's val split (in-process, as val.py), plus parameters and GFLOPs.
+
+    Where the YAML also names a test split (utils.split writes one), its metrics are added with the
+    test_ prefix: the report picks the best fixed weight on val and compares the strategies on test.
+    """
     from utils.dataloaders import create_dataloader
     from utils.dataset_yaml import check_dataset
     from utils.engine import check_img_size
@@ -419,13 +426,17 @@ def evaluate_checkpoint(weights: Path, data_yaml: Path, settings: EvalSettings) 
     view_names = model.view_names
     stride = max(int(model.stride.max()), 32)
     imgsz = check_img_size(settings.imgsz, stride)
-    loader, _ = create_dataloader(data["val"], imgsz, settings.batch_size, stride, single_cls=settings.single_cls,
-                                  rect=True, pad=0.5, workers=settings.workers, prefix="val: ", nc=len(model.names),
-                                  n_views=len(view_names) if view_names else None)
-    result = evaluate(model, loader, names=model.names, device=device, single_cls=settings.single_cls,
-                      view_names=view_names)
-    return metrics_row(result, list(view_names) if view_names else None) | {
-        "parameters": int(info["parameters"]), "gflops": float(info["gflops"])}
+    row: dict[str, Any] = {"parameters": int(info["parameters"]), "gflops": float(info["gflops"])}
+    for task, prefix in (("val", ""), ("test", TEST_PREFIX)):
+        if not data.get(task):
+            continue
+        loader, _ = create_dataloader(data[task], imgsz, settings.batch_size, stride, single_cls=settings.single_cls,
+                                      rect=True, pad=0.5, workers=settings.workers, prefix=f"{task}: ",
+                                      nc=len(model.names), n_views=len(view_names) if view_names else None)
+        result = evaluate(model, loader, names=model.names, device=device, single_cls=settings.single_cls,
+                          view_names=view_names)
+        row |= {prefix + k: v for k, v in metrics_row(result, list(view_names) if view_names else None).items()}
+    return row
 
 
 def evaluation_key(weights: Path, data_yaml: Path, settings: EvalSettings) -> dict:
@@ -538,6 +549,7 @@ DIGITS = {"train_time_s": 1, "train_loop_s": 1, "step_ms": 0, "iterations_per_ep
 
 def not_applicable(strategy: str, column: str) -> bool:
     """Columns that mean nothing for a strategy: detection for view_only, view for detection_only."""
+    column = column.removeprefix(TEST_PREFIX)
     detection = column in DETECTION_COLUMNS or column.startswith("AP50_")
     view = column in VIEW_COLUMNS or column.startswith("F1_")
     return (strategy == "view_only" and detection) or (strategy == "detection_only" and view)
@@ -596,21 +608,40 @@ def _versus(a: str, sa: Stat, b: str, sb: Stat, label: str) -> str:
     return f"{label} {sa.mean:.3f} vs {sb.mean:.3f}, {higher} higher by {abs(diff):.3f} ({noise})"
 
 
+REMEDIES = (*ADAPTIVE, "dual")  # what the report weighs against the sweep and the single-task runs
+NO_STAT = Stat(None, None, 0)
+
+
 def comparison_sentences(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strategies: list[str]) -> list[str]:
-    """One sentence per adaptive strategy: it against the best fixed weight on mAP50 and view accuracy."""
+    """Each remedy (balancers, dual) against the best fixed weight and against the single-task runs.
+
+    The best fixed weight is picked on the val set. Where the split has a test set the comparisons use
+    it, so the pick is not graded on the images that picked it; without one the pick is favoured.
+    """
+    on_test = any(agg.get((split, s), {}).get(TEST_PREFIX + "mAP50", NO_STAT).mean is not None for s in strategies)
+    prefix, where = (TEST_PREFIX, "test set") if on_test else ("", "val set")
     fixed = best_fixed(agg, split, strategies)
     if fixed is None:
-        return ["No fixed-weight run finished, so there is no sweep to compare the adaptive strategies with."]
-    sentences = [f"Best fixed weight of the sweep (highest mean of mAP50 and view accuracy): {fixed}."]
-    for strategy in ADAPTIVE:
+        sentences = ["No fixed-weight run finished, so there is no sweep to compare the remedies with."]
+    else:
+        sentences = [f"Best fixed weight of the sweep, picked on the val set (highest mean of mAP50 and view accuracy): "
+                     f"{fixed}. " + ("The comparisons below use the held-out test set." if on_test else
+                                     "The comparisons below use the same val set, which favours the picked weight.")]
+    both = (("mAP50", "mAP50"), ("view_accuracy", "view accuracy"))
+    references = ([(fixed, both)] if fixed else []) + [("detection_only", both[:1]), ("view_only", both[1:])]
+    for strategy in REMEDIES:
         stats = agg.get((split, strategy))
         if strategy not in strategies or stats is None:
             continue
-        parts = [_versus(strategy, stats[c], fixed, agg[(split, fixed)][c], label)
-                 for c, label in (("mAP50", "mAP50"), ("view_accuracy", "view accuracy"))
-                 if stats[c].mean is not None and agg[(split, fixed)][c].mean is not None]
-        if parts:
-            sentences.append(f"{strategy} vs {fixed}: " + "; ".join(parts) + ".")
+        for reference, columns in references:
+            ref_stats = agg.get((split, reference))
+            if ref_stats is None:
+                continue
+            pairs = [(stats.get(prefix + c, NO_STAT), ref_stats.get(prefix + c, NO_STAT), label) for c, label in columns]
+            parts = [_versus(strategy, a, reference, b, label) for a, b, label in pairs
+                     if a.mean is not None and b.mean is not None]
+            if parts:
+                sentences.append(f"{strategy} vs {reference} ({where}): " + "; ".join(parts) + ".")
     return sentences
 
 
@@ -627,7 +658,8 @@ def ordered_columns(rows: list[dict], prefix: str) -> list[str]:
 def csv_fieldnames(rows: list[dict]) -> list[str]:
     """Fixed columns first, then per-class AP50 and per-view F1 in order of appearance, then the error."""
     return [*ID_COLUMNS, *DETECTION_COLUMNS, *ordered_columns(rows, "AP50_"), *VIEW_COLUMNS,
-            *ordered_columns(rows, "F1_"), *COST_COLUMNS, *INTERFERENCE_COLUMNS, "error"]
+            *ordered_columns(rows, "F1_"), *ordered_columns(rows, TEST_PREFIX), *COST_COLUMNS, *INTERFERENCE_COLUMNS,
+            "error"]
 
 
 def csv_value(value: Any) -> Any:
@@ -740,7 +772,9 @@ NOTES = """\
 How to read this:
 - Metrics: each run's best.pt (last.pt when the run wrote no best.pt) evaluated on the split's val set with
   utils.validation.evaluate (as val.py: conf 0.001, IoU 0.6, rect batches of 32). F1 = 2PR/(P+R) of the
-  overall P and R. mean ± sample sd over seeds; one seed shows the value alone.
+  overall P and R. mean ± sample sd over seeds; one seed shows the value alone. best.pt is picked on val, so
+  val figures lean optimistic; where the split has a test set (utils.split writes one) the same checkpoint is
+  also evaluated there, and the comparison sentences use test.
 - n/a: view_only trains with det_task 0, so its detection numbers are meaningless (kept in comparison.csv);
   detection_only has no view task. view_only picks best.pt with --fitness joint (detection fitness is noise there).
 - Every strategy trains with a derived hyp: the given --hyp with mosaic, mixup and copy_paste set to 0 (the
@@ -761,7 +795,9 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
                  plots: dict[str, list[str]]) -> str:
     """The whole report.md text (pure: everything it shows is passed in)."""
     ap_cols, f1_cols = ordered_columns(rows, "AP50_"), ordered_columns(rows, "F1_")
-    agg = aggregate(rows, [*DETECTION_COLUMNS, *VIEW_COLUMNS, *COST_COLUMNS, *INTERFERENCE_COLUMNS, *ap_cols, *f1_cols])
+    test_cols = ordered_columns(rows, TEST_PREFIX)
+    agg = aggregate(rows, [*DETECTION_COLUMNS, *VIEW_COLUMNS, *COST_COLUMNS, *INTERFERENCE_COLUMNS, *ap_cols, *f1_cols,
+                           *test_cols])
     out = [f"# Strategy comparison: {settings['name']}", "",
            f"- command: `{command}`", f"- date: {date}", f"- machine: {machine}",
            f"- epochs {settings['epochs']}, seeds {settings['seeds']}, strategies {', '.join(strategies)}",
@@ -775,8 +811,14 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
     for split, data in splits.items():
         split_rows = [r for r in rows if r["split"] == split]
         out += [f"## Split `{split}` ({data})", "", "### Metrics (valid set, mean ± sd over seeds)", "",
-                stat_table(agg, split, strategies, [*DETECTION_COLUMNS, *VIEW_COLUMNS], LABELS), "",
-                "### Cost", "", stat_table(agg, split, strategies, list(COST_COLUMNS), LABELS), ""]
+                stat_table(agg, split, strategies, [*DETECTION_COLUMNS, *VIEW_COLUMNS], LABELS), ""]
+        split_test = [TEST_PREFIX + c for c in (*DETECTION_COLUMNS, *VIEW_COLUMNS)
+                      if TEST_PREFIX + c in ordered_columns(split_rows, TEST_PREFIX)]
+        if split_test:
+            out += ["### Metrics on the held-out test set (mean ± sd over seeds; no choice was made on it)", "",
+                    stat_table(agg, split, strategies, split_test,
+                               {c: LABELS[c.removeprefix(TEST_PREFIX)] for c in split_test}), ""]
+        out += ["### Cost", "", stat_table(agg, split, strategies, list(COST_COLUMNS), LABELS), ""]
         split_ap = ordered_columns(split_rows, "AP50_")
         if split_ap:
             out += ["### AP50 per class", "",

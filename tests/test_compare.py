@@ -103,6 +103,32 @@ def test_comparison_sentences_state_which_is_higher_against_the_sd():
     assert "the difference is larger than the larger sd" in sentences[1]
     assert "view accuracy 0.620 vs 0.610, gradnorm higher by 0.010" in sentences[1]
     assert "not larger than the larger sd" in sentences[1]
+    assert "same val set, which favours the picked weight" in sentences[0]
+
+
+def test_comparison_uses_the_test_set_and_the_single_task_runs_when_there_are_some():
+    def row(strategy, m, v, test_m, test_v):
+        return {"split": "s", "strategy": strategy, "seed": 0, "status": "ok", "mAP50": m, "view_accuracy": v,
+                "test_mAP50": test_m, "test_view_accuracy": test_v}
+
+    rows = [row("fixed_w0.3", 0.40, 0.60, 0.30, 0.50), row("fixed_w1", 0.10, 0.70, 0.08, 0.66),
+            row("dual", 0.35, 0.55, 0.33, 0.58), row("detection_only", 0.45, None, 0.36, None),
+            row("view_only", None, 0.65, None, 0.61)]
+    agg = C.aggregate(rows, ["mAP50", "view_accuracy", "test_mAP50", "test_view_accuracy"])
+    strategies = ["detection_only", "view_only", "fixed_w0.3", "fixed_w1", "dual"]
+    sentences = C.comparison_sentences(agg, "s", strategies)
+    assert sentences[0].startswith("Best fixed weight of the sweep, picked on the val set") and "fixed_w0.3" in sentences[0]
+    assert "held-out test set" in sentences[0]
+    assert sentences[1:] == [
+        "dual vs fixed_w0.3 (test set): mAP50 0.330 vs 0.300, dual higher by 0.030 (sd n/a with one seed); "
+        "view accuracy 0.580 vs 0.500, dual higher by 0.080 (sd n/a with one seed).",
+        "dual vs detection_only (test set): mAP50 0.330 vs 0.360, detection_only higher by 0.030 (sd n/a with one seed).",
+        "dual vs view_only (test set): view accuracy 0.580 vs 0.610, view_only higher by 0.030 (sd n/a with one seed)."]
+    report = C.build_report(command="c", date="d", machine="m", settings={"name": "t", "epochs": 1, "seeds": [0],
+                            "extra": ""}, splits={"s": Path("x.yaml")}, strategies=strategies, rows=rows,
+                            stage_summaries={}, failures=[], plots={})
+    assert "### Metrics on the held-out test set" in report and "| fixed_w0.3 | 1 | 0.300 |" in report
+    assert "| view_only | 1 | n/a | 0.610 |" in report and "| detection_only | 1 | 0.360 | n/a |" in report
 
 
 def test_f1_and_metrics_row_from_a_result():
@@ -141,7 +167,8 @@ def test_build_report_tables_interference_and_failures():
     assert "| fixed_w1 | 2 | 0.310 ± 0.014 |" in report
     assert "| gradnorm | 1 | 0.400 |" in report
     assert "| fixed_w1 | overall | 3 ± 0 | -0.200 ± 0.000 | 0.500 ± 0.000 | 4.000 ± 0.000 |" in report
-    assert "gradnorm vs fixed_w1: mAP50 0.400 vs 0.310, gradnorm higher by 0.090" in report
+    assert "gradnorm vs fixed_w1 (val set): mAP50 0.400 vs 0.310, gradnorm higher by 0.090" in report
+    assert "held-out test set" not in report, "no test columns, no test table"
     assert "### AP50 per class" in report and "| strategy | n | AR |" in report and "| strategy | n | PSAX |" in report
     assert "## Failed runs" in report and "Traceback ..." in report and "![curves_med.png](curves_med.png)" in report
 
@@ -351,6 +378,8 @@ def _compare(data: Path, project: Path, *flags: str,
 
 def test_compare_end_to_end_then_resume(tmp_path, med_root):
     data = med_subset_yaml(tmp_path, med_root, n=4)
+    cfg = yaml.safe_load(data.read_text())
+    data.write_text(yaml.safe_dump({**cfg, "test": cfg["val"]}))  # a test split: evaluated too, with test_ columns
     first = _compare(data, tmp_path / "compare")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     root = tmp_path / "compare" / "smoke"
@@ -361,8 +390,11 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     by_name = {r["strategy"]: r for r in rows}
     assert by_name["detection_only"]["view_accuracy"] == "" and by_name["fixed_w1"]["view_accuracy"] != ""
     assert float(by_name["dual"]["parameters"]) > float(by_name["fixed_w1"]["parameters"])
+    assert all(r["test_mAP50"] == r["mAP50"] for r in rows), "test lists the val images here: same figures"
+    assert by_name["fixed_w1"]["test_view_accuracy"] == by_name["fixed_w1"]["view_accuracy"] != ""
     assert float(by_name["fixed_w1"]["peak_rss_gb"]) > 0.1 and float(by_name["fixed_w1"]["train_time_s"]) > 0
-    assert (root / "report.md").is_file() and (root / "metric_vs_cost_med_views.png").is_file()
+    assert "### Metrics on the held-out test set" in (root / "report.md").read_text()
+    assert (root / "metric_vs_cost_med_views.png").is_file()
     assert "cls_names" not in yaml.safe_load((root / "derived" / "data_med_views_detection_only.yaml").read_text())
     assert yaml.safe_load((root / "derived" / "hyp_fixed_w1.yaml").read_text())["view_task"] == 1.0
 
