@@ -704,7 +704,8 @@ def plot_metric_vs_cost(agg: dict, split: str, strategies: list[str], path: Path
         ax.set(xlabel="train time (s, child wall time)", ylabel=f"valid {LABELS[column]}", ylim=(0, 1),
                title=f"{split}: {LABELS[column]} vs train time")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:  # no finished run: an empty plot, no legend warning
+        axes[0].legend(fontsize=7)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -741,7 +742,8 @@ def plot_curves(histories: dict[str, list[dict]], split: str, path: Path) -> Non
                ylim=(0, 1))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

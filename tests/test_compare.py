@@ -418,3 +418,13 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     assert statuses == {"detection_only": "ok", "fixed_w1": "ok", "dual": "ok", "gradnorm": "not_run"}
     report = (root / "report.md").read_text()
     assert "Interim report: 3 of 4 runs finished" in report and "- med_views / gradnorm: seeds 0" in report
+
+
+def test_plots_of_a_split_with_no_finished_run_are_written_without_warnings(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        C.plot_curves({}, "empty", tmp_path / "curves.png")
+        C.plot_metric_vs_cost({}, "empty", ["fixed_w1"], tmp_path / "cost.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "cost.png").stat().st_size > 0
