@@ -2,7 +2,7 @@
 
     python benchmarks/compare.py --data data/med.yaml [--data runs/splits/med_patient_s0/med.yaml] \\
         --epochs 20 --seeds 0 1 2 --name NAME [--strategies ...] [--view-weights 0.1 0.3 1 3] \\
-        [--interference-every N] [--dry-run | --report-only] \\
+        [--interference-every N] [--jobs N] [--dry-run | --report-only] \\
         -- --cfg models/yolov5n.yaml --img 320 --hyp data/hyps/hyp.medical.yaml --batch-size 16 --workers 2
 
 Everything after `--` is passed to every training script unchanged (except `--gradnorm-*`
@@ -27,7 +27,8 @@ new NAME when the train flags change). Each run's best.pt (last.pt when there is
 then evaluated in this process with the project's evaluate() on its split's val set (once:
 the result is kept in the run folder as compare_eval.json until the checkpoint, the data
 YAML or the evaluation settings change), and PROJECT/NAME/comparison.csv, report.md and
-plots are written. --report-only trains nothing and writes an interim report of the runs
+plots are written. --jobs N trains N runs at once (children get OMP_NUM_THREADS = CPUs // N
+unless it is set); their time columns then include the sharing. --report-only trains nothing and writes an interim report of the runs
 finished so far, listing the rest as not run: a progress check on a long comparison.
 
 How the costs are measured:
@@ -59,10 +60,11 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -368,12 +370,24 @@ class ChildResult:
     peak_rss_gb: float
 
 
-def run_child(cmd: list[str], stdout_path: Path, stderr_path: Path) -> ChildResult:
+def child_env(jobs: int, environ: Mapping[str, str] | None = None, cpus: int | None = None) -> dict[str, str]:
+    """The children's environment: with --jobs N > 1, OMP_NUM_THREADS = cpus // N (at least 1) unless set.
+
+    Otherwise each of the N concurrent trainings would start one torch thread per core and they would
+    fight over the cores (on 2 cores, two 1-thread trainings did 16 % more steps than one 2-thread one).
+    """
+    env = dict(os.environ if environ is None else environ)
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (cpus or os.cpu_count() or 1) // jobs))
+    return env
+
+
+def run_child(cmd: list[str], stdout_path: Path, stderr_path: Path, env: dict[str, str] | None = None) -> ChildResult:
     """Run `cmd`, output to the two files; wall time from start to os.wait4, peak RSS from its rusage."""
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
@@ -787,6 +801,8 @@ How to read this:
   epoch's time_s (training + that epoch's validation + checkpoint) / iterations per epoch (from the progress
   bar). peak RSS: ru_maxrss of the child from os.wait4 (its largest process, not the sum with loader workers).
   parameters / GFLOPs: model.info(imgsz) of the evaluated checkpoint, unfused.
+- Time columns are wall times on a machine that may have been shared (--jobs, or other work): compare them
+  within one report with care; benchmarks/strategy_speed.py measures clean cost ratios in one process.
 - With --interference-every, the measured strategies pay one extra backward per task per measurement, which
   is included in their time columns.
 """
@@ -887,11 +903,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--interference-every", type=int, default=0,
                    help="measure gradient interference every N iterations in the shared-backbone joint runs")
     p.add_argument("--dry-run", action="store_true", help="print the commands only; train and write nothing")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="trainings run at once (each child gets OMP_NUM_THREADS = CPUs // jobs unless it is set)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: report the finished runs and list the others as not run (progress check)")
     opt = p.parse_args(argv)
     if opt.epochs < 1:
         p.error("--epochs must be >= 1")
+    if opt.jobs < 1:
+        p.error(f"--jobs {opt.jobs}: must be >= 1")
     try:
         opt.strategies = resolve_strategies(opt.strategies, opt.view_weights)
     except ValueError as e:
@@ -948,12 +968,12 @@ def plan_runs(opt: argparse.Namespace, extra: list[str], root: Path, write: bool
     return plans, splits
 
 
-def train_run(plan: Plan) -> dict:
+def train_run(plan: Plan, env: dict[str, str] | None = None) -> dict:
     """Train one planned run (clearing a partial folder first); returns its cost record (also saved in the folder)."""
     if plan.run_dir.exists():
         shutil.rmtree(plan.run_dir)  # an unfinished run restarts from scratch, never appends to stale files
     plan.run_dir.mkdir(parents=True)
-    result = run_child(plan.command, plan.run_dir / "compare_stdout.log", plan.run_dir / "compare_stderr.log")
+    result = run_child(plan.command, plan.run_dir / "compare_stdout.log", plan.run_dir / "compare_stderr.log", env)
     iterations = parse_train_iterations((plan.run_dir / "compare_stderr.log").read_text(errors="replace"))
     cost = {"rc": result.rc, "train_time_s": result.wall_s, "peak_rss_gb": result.peak_rss_gb,
             "iterations": {str(k): v for k, v in iterations.items()}, "command": shlex.join(plan.command)}
@@ -1008,24 +1028,36 @@ def main(argv: list[str] | None = None) -> Path | None:
         return None
 
     settings = eval_settings(extra)
+    labels = {plan.run_dir: f"[{i}/{len(plans)}] {plan.split} {run_name(plan.strategy.name, plan.seed)}"
+              for i, plan in enumerate(plans, 1)}
+    env = child_env(opt.jobs)
+
+    def train_labelled(plan: Plan) -> dict:
+        print(f"{labels[plan.run_dir]}: training... ({shlex.join(plan.command)})", flush=True)
+        cost = train_run(plan, env)
+        print(f"{labels[plan.run_dir]}: exit {cost['rc']} after {cost['train_time_s']:.0f} s, peak RSS "
+              f"{cost['peak_rss_gb']:.2f} GB", flush=True)
+        return cost
+
+    to_train = [] if opt.report_only else [plan for plan in plans if not plan.done]
+    with ThreadPoolExecutor(max_workers=opt.jobs) as pool:  # each thread waits on one child process
+        costs = dict(zip([plan.run_dir for plan in to_train], pool.map(train_labelled, to_train)))
+
     rows, failures, stage_summaries = [], [], {}
     histories: dict[str, dict[str, list[dict]]] = {}
-    for i, plan in enumerate(plans, 1):
-        label = f"[{i}/{len(plans)}] {plan.split} {run_name(plan.strategy.name, plan.seed)}"
-        if plan.done:
+    for plan in plans:
+        label = labels[plan.run_dir]
+        if plan.run_dir in costs:
+            cost = costs[plan.run_dir]
+        elif plan.done:
             print(f"{label}: complete, not retrained ({plan.run_dir})", flush=True)
             cost = load_cost(plan.run_dir)
-        elif opt.report_only:
+        else:
             print(f"{label}: not run yet (--report-only)", flush=True)
             rows.append({"split": plan.split, "strategy": plan.strategy.name, "seed": plan.seed,
                          "run_dir": str(plan.run_dir), "trained_now": False, "status": "not_run"})
             continue
-        else:
-            print(f"{label}: training... ({shlex.join(plan.command)})", flush=True)
-            cost = train_run(plan)
-            print(f"{label}: exit {cost['rc']} after {cost['train_time_s']:.0f} s, peak RSS "
-                  f"{cost['peak_rss_gb']:.2f} GB", flush=True)
-        row, stages = collect_row(plan, opt.epochs, cost, settings, trained_now=not plan.done)
+        row, stages = collect_row(plan, opt.epochs, cost, settings, trained_now=plan.run_dir in costs)
         rows.append(row)
         if row["status"] != "ok":
             tail = stderr_tail(plan.run_dir / "compare_stderr.log")

@@ -173,6 +173,15 @@ def test_build_report_tables_interference_and_failures():
     assert "## Failed runs" in report and "Traceback ..." in report and "![curves_med.png](curves_med.png)" in report
 
 
+def test_child_env_shares_the_cores_between_concurrent_jobs():
+    assert C.child_env(1, {"PATH": "/bin"}, cpus=16) == {"PATH": "/bin"}, "one job: the environment unchanged"
+    assert C.child_env(4, {}, cpus=16)["OMP_NUM_THREADS"] == "4"
+    assert C.child_env(3, {}, cpus=2)["OMP_NUM_THREADS"] == "1", "never 0 threads"
+    assert C.child_env(4, {"OMP_NUM_THREADS": "8"}, cpus=16)["OMP_NUM_THREADS"] == "8", "the user's choice wins"
+    with pytest.raises(SystemExit):
+        C.parse_args(["--data", "data/med.yaml", "--epochs", "1", "--jobs", "0"])
+
+
 def test_interim_report_lists_the_runs_not_run_yet():
     rows = [{"split": "med", "strategy": "fixed_w1", "seed": 0, "status": "ok", "mAP50": 0.3, "view_accuracy": 0.6},
             {"split": "med", "strategy": "fixed_w1", "seed": 1, "status": "not_run"},
@@ -380,7 +389,7 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     data = med_subset_yaml(tmp_path, med_root, n=4)
     cfg = yaml.safe_load(data.read_text())
     data.write_text(yaml.safe_dump({**cfg, "test": cfg["val"]}))  # a test split: evaluated too, with test_ columns
-    first = _compare(data, tmp_path / "compare")
+    first = _compare(data, tmp_path / "compare", "--jobs", "2")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     root = tmp_path / "compare" / "smoke"
     with open(root / "comparison.csv") as f:
