@@ -656,7 +656,34 @@ def comparison_sentences(agg: dict[tuple[str, str], dict[str, Stat]], split: str
                      if a.mean is not None and b.mean is not None]
             if parts:
                 sentences.append(f"{strategy} vs {reference} ({where}): " + "; ".join(parts) + ".")
+        dominance = dominance_sentence(agg, split, strategy, strategies, prefix, where)
+        if dominance:
+            sentences.append(dominance)
     return sentences
+
+
+def dominance_sentence(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strategy: str, strategies: list[str],
+                       prefix: str, where: str) -> str | None:
+    """Whether some fixed weight beats `strategy` on both mean mAP50 and mean view accuracy (no weighting chosen).
+
+    The claim that tuned fixed weights match the balancers, checked without deciding how much a point of
+    mAP is worth against a point of view accuracy.
+    """
+    def point(name: str) -> tuple[float, float] | None:
+        stats = agg.get((split, name)) or {}
+        m, v = stats.get(prefix + "mAP50", NO_STAT).mean, stats.get(prefix + "view_accuracy", NO_STAT).mean
+        return None if m is None or v is None else (m, v)
+
+    mine = point(strategy)
+    fixed = [(name, point(name)) for name in strategies if parse_fixed_weight(name) is not None and point(name)]
+    if mine is None or not fixed:
+        return None
+    better = [name for name, (m, v) in fixed if m >= mine[0] and v >= mine[1] and (m, v) != mine]
+    if better:
+        return (f"{strategy} is dominated on the {where} by {', '.join(better)}: at least as high a mean mAP50 and "
+                f"mean view accuracy.")
+    return (f"{strategy} is not dominated on the {where}: no fixed weight of the sweep has both a higher mean mAP50 "
+            f"and a higher mean view accuracy.")
 
 
 def ordered_columns(rows: list[dict], prefix: str) -> list[str]:

@@ -98,7 +98,9 @@ def test_comparison_sentences_state_which_is_higher_against_the_sd():
     strategies = ["fixed_w0.3", "fixed_w1", "gradnorm", "pcgrad"]
     assert C.best_fixed(agg, "s", strategies) == "fixed_w0.3"
     sentences = C.comparison_sentences(agg, "s", strategies)
-    assert "fixed_w0.3" in sentences[0] and len(sentences) == 2  # pcgrad has no rows: no sentence
+    assert "fixed_w0.3" in sentences[0] and len(sentences) == 3  # pcgrad has no rows: no sentence
+    assert sentences[2] == ("gradnorm is not dominated on the val set: no fixed weight of the sweep has both a higher "
+                            "mean mAP50 and a higher mean view accuracy.")
     assert "mAP50 0.510 vs 0.410, gradnorm higher by 0.100" in sentences[1]
     assert "the difference is larger than the larger sd" in sentences[1]
     assert "view accuracy 0.620 vs 0.610, gradnorm higher by 0.010" in sentences[1]
@@ -123,7 +125,13 @@ def test_comparison_uses_the_test_set_and_the_single_task_runs_when_there_are_so
         "dual vs fixed_w0.3 (test set): mAP50 0.330 vs 0.300, dual higher by 0.030 (sd n/a with one seed); "
         "view accuracy 0.580 vs 0.500, dual higher by 0.080 (sd n/a with one seed).",
         "dual vs detection_only (test set): mAP50 0.330 vs 0.360, detection_only higher by 0.030 (sd n/a with one seed).",
-        "dual vs view_only (test set): view accuracy 0.580 vs 0.610, view_only higher by 0.030 (sd n/a with one seed)."]
+        "dual vs view_only (test set): view accuracy 0.580 vs 0.610, view_only higher by 0.030 (sd n/a with one seed).",
+        "dual is not dominated on the test set: no fixed weight of the sweep has both a higher mean mAP50 and a "
+        "higher mean view accuracy."]
+    rows.append(row("fixed_w0.1", 0.50, 0.50, 0.40, 0.60))  # beats dual on test on both
+    agg = C.aggregate(rows, ["mAP50", "view_accuracy", "test_mAP50", "test_view_accuracy"])
+    assert C.comparison_sentences(agg, "s", ["fixed_w0.1", *strategies])[-1] == (
+        "dual is dominated on the test set by fixed_w0.1: at least as high a mean mAP50 and mean view accuracy.")
     report = C.build_report(command="c", date="d", machine="m", settings={"name": "t", "epochs": 1, "seeds": [0],
                             "extra": ""}, splits={"s": Path("x.yaml")}, strategies=strategies, rows=rows,
                             stage_summaries={}, failures=[], plots={})
