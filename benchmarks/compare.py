@@ -612,6 +612,8 @@ def _versus(a: str, sa: Stat, b: str, sb: Stat, label: str) -> str:
     sds = [s.sd for s in (sa, sb) if s.sd is not None]
     if not sds:
         noise = "sd n/a with one seed"
+    elif len(sds) == 1:  # one side has a single seed: its spread is unknown, so no claim against the noise
+        noise = f"sd n/a: {a if sa.sd is None else b} has one seed"
     else:
         larger = max(sds)
         noise = f"sd {format_stat(Stat(sa.sd, None, 1))} vs {format_stat(Stat(sb.sd, None, 1))}; the difference is " \

@@ -175,7 +175,8 @@ def test_build_report_tables_interference_and_failures():
     assert "| fixed_w1 | 2 | 0.310 ± 0.014 |" in report
     assert "| gradnorm | 1 | 0.400 |" in report
     assert "| fixed_w1 | overall | 3 ± 0 | -0.200 ± 0.000 | 0.500 ± 0.000 | 4.000 ± 0.000 |" in report
-    assert "gradnorm vs fixed_w1 (val set): mAP50 0.400 vs 0.310, gradnorm higher by 0.090" in report
+    assert "gradnorm vs fixed_w1 (val set): mAP50 0.400 vs 0.310, gradnorm higher by 0.090 (sd n/a: gradnorm has " \
+           "one seed)" in report, "no claim against the sd when one side has a single seed"
     assert "held-out test set" not in report, "no test columns, no test table"
     assert "### AP50 per class" in report and "| strategy | n | AR |" in report and "| strategy | n | PSAX |" in report
     assert "## Failed runs" in report and "Traceback ..." in report and "![curves_med.png](curves_med.png)" in report
