@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import random
+
 import torch
 
 from utils.cli import OptionError
