@@ -513,6 +513,9 @@ class Stat:
     n: int
 
 
+NO_STAT = Stat(None, None, 0)
+
+
 def _number(value: Any) -> float | None:
     """A finite float, or None for '', None, NaN, inf and anything non-numeric."""
     try:
@@ -596,17 +599,72 @@ def stat_table(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strategi
     return markdown_table(["strategy", "n"] + [labels.get(c, c) for c in columns], rows)
 
 
+def delta_m(stats: Mapping[str, Stat], det_ref: Mapping[str, Stat], view_ref: Mapping[str, Stat],
+            prefix: str = "") -> float | None:
+    """Multi-task score: mean relative change of mAP50 and view accuracy against the single-task runs.
+
+    Delta_m of Maninis et al. (2019) / Vandenhende et al. (2021) on this product's two headline metrics, on
+    means over seeds: 0 means both tasks as good as trained alone, -0.5 means half of each lost on average.
+    Relative, so a task with small absolute numbers (mAP50 0.15 on an honest split) weighs as much as one
+    with large ones (view accuracy 0.7). None when a figure or a reference is missing or zero.
+    """
+    def mean(source: Mapping[str, Stat], column: str) -> float | None:
+        return source.get(prefix + column, NO_STAT).mean
+
+    m, v = mean(stats, "mAP50"), mean(stats, "view_accuracy")
+    m_ref, v_ref = mean(det_ref, "mAP50"), mean(view_ref, "view_accuracy")
+    if None in (m, v, m_ref, v_ref) or not m_ref or not v_ref:
+        return None
+    return ((m - m_ref) / m_ref + (v - v_ref) / v_ref) / 2
+
+
+def split_delta_m(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strategy: str,
+                  prefix: str = "") -> float | None:
+    """delta_m of one strategy on one split against that split's detection_only and view_only runs."""
+    def stats(name: str) -> dict[str, Stat]:
+        return agg.get((split, name)) or {}
+
+    return delta_m(stats(strategy), stats("detection_only"), stats("view_only"), prefix)
+
+
 def best_fixed(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strategies: list[str]) -> str | None:
-    """The fixed_w* strategy with the highest mean of (mean mAP50, mean view accuracy), or None."""
-    scored = []
-    for strategy in strategies:
-        stats = agg.get((split, strategy))
-        if parse_fixed_weight(strategy) is None or stats is None:
-            continue
-        m, v = stats["mAP50"].mean, stats["view_accuracy"].mean
+    """The fixed_w* strategy with the highest val delta_m, or None.
+
+    Without single-task runs to refer to, the highest mean of (mean mAP50, mean view accuracy) instead.
+    """
+    fixed = [s for s in strategies if parse_fixed_weight(s) is not None and (split, s) in agg]
+    scored = [(score, s) for s in fixed if (score := split_delta_m(agg, split, s)) is not None]
+    if scored:
+        return max(scored)[1]
+    for strategy in fixed:
+        m, v = agg[(split, strategy)]["mAP50"].mean, agg[(split, strategy)]["view_accuracy"].mean
         if m is not None and v is not None:
             scored.append(((m + v) / 2, strategy))
     return max(scored)[1] if scored else None
+
+
+def best_fixed_criterion(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strategies: list[str]) -> str:
+    """How best_fixed chose, in words for the report."""
+    fixed = [s for s in strategies if parse_fixed_weight(s) is not None]
+    if any(split_delta_m(agg, split, s) is not None for s in fixed):
+        return "highest delta_m against detection_only and view_only"
+    return "highest mean of mAP50 and view accuracy; no single-task runs to compute delta_m"
+
+
+def delta_m_table(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strategies: list[str]) -> str | None:
+    """delta_m per joint strategy on val (and on test where there is one), as a markdown table; None if none."""
+    has_test = any(split_delta_m(agg, split, s, TEST_PREFIX) is not None for s in strategies)
+    rows = []
+    for strategy in strategies:
+        if strategy in ("detection_only", "view_only"):
+            continue
+        values = [split_delta_m(agg, split, strategy)] + ([split_delta_m(agg, split, strategy, TEST_PREFIX)]
+                                                           if has_test else [])
+        if any(v is not None for v in values):
+            rows.append([strategy] + ["n/a" if v is None else f"{100 * v:+.1f} %" for v in values])
+    if not rows:
+        return None
+    return markdown_table(["strategy", "delta_m val"] + (["delta_m test"] if has_test else []), rows)
 
 
 def _versus(a: str, sa: Stat, b: str, sb: Stat, label: str) -> str:
@@ -627,7 +685,6 @@ def _versus(a: str, sa: Stat, b: str, sb: Stat, label: str) -> str:
 
 
 REMEDIES = (*ADAPTIVE, "dual")  # what the report weighs against the sweep and the single-task runs
-NO_STAT = Stat(None, None, 0)
 
 
 def comparison_sentences(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strategies: list[str]) -> list[str]:
@@ -642,8 +699,8 @@ def comparison_sentences(agg: dict[tuple[str, str], dict[str, Stat]], split: str
     if fixed is None:
         sentences = ["No fixed-weight run finished, so there is no sweep to compare the remedies with."]
     else:
-        sentences = [f"Best fixed weight of the sweep, picked on the val set (highest mean of mAP50 and view accuracy): "
-                     f"{fixed}. " + ("The comparisons below use the held-out test set." if on_test else
+        sentences = [f"Best fixed weight of the sweep, picked on the val set "
+                     f"({best_fixed_criterion(agg, split, strategies)}): {fixed}. " + ("The comparisons below use the held-out test set." if on_test else
                                      "The comparisons below use the same val set, which favours the picked weight.")]
     both = (("mAP50", "mAP50"), ("view_accuracy", "view accuracy"))
     references = ([(fixed, both)] if fixed else []) + [("detection_only", both[:1]), ("view_only", both[1:])]
@@ -880,6 +937,10 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
         if stage_aggs:
             out += ["### Gradient interference per stage (summarize_interference per run, mean ± sd over seeds)", "",
                     interference_table(stage_aggs), ""]
+        table = delta_m_table(agg, split, strategies)
+        if table:
+            out += ["### Multi-task score delta_m (mean relative change of mAP50 and view accuracy against "
+                    "detection_only and view_only; 0 = as good as each task alone)", "", table, ""]
         out += ["### Comparison", "", *[f"- {s}" for s in comparison_sentences(agg, split, strategies)], ""]
         for name in plots.get(split, []):
             out += [f"![{name}]({name})", ""]

@@ -108,6 +108,40 @@ def test_comparison_sentences_state_which_is_higher_against_the_sd():
     assert "same val set, which favours the picked weight" in sentences[0]
 
 
+def test_delta_m_is_the_mean_relative_change_against_the_single_task_runs():
+    def stats(m=None, v=None):
+        return {"mAP50": C.Stat(m, None, 1), "view_accuracy": C.Stat(v, None, 1)}
+
+    # (0.14 / 0.15 - 1 + 0.60 / 0.70 - 1) / 2 = (-1/15 - 1/7) / 2 = -0.104762
+    assert C.delta_m(stats(0.14, 0.60), stats(m=0.15), stats(v=0.70)) == pytest.approx(-0.104762, abs=1e-6)
+    assert C.delta_m(stats(0.15, 0.70), stats(m=0.15), stats(v=0.70)) == 0
+    assert C.delta_m(stats(0.14, 0.60), stats(m=0.0), stats(v=0.70)) is None  # no scale to compare against
+    assert C.delta_m(stats(0.14, None), stats(m=0.15), stats(v=0.70)) is None
+    assert C.delta_m({}, stats(m=0.15), stats(v=0.70)) is None
+
+
+def test_best_fixed_uses_delta_m_so_a_small_scale_task_is_not_swamped():
+    def row(strategy, m, v):
+        return {"split": "s", "strategy": strategy, "seed": 0, "status": "ok", "mAP50": m, "view_accuracy": v}
+
+    # fixed_w1 has the higher raw mean (0.385 vs 0.37) but keeps 13 % of detection; fixed_w0.1 keeps 93 %.
+    rows = [row("detection_only", 0.15, None), row("view_only", None, 0.70),
+            row("fixed_w0.1", 0.14, 0.60), row("fixed_w1", 0.02, 0.75), row("gradnorm", 0.15, 0.63)]
+    agg = C.aggregate(rows, ["mAP50", "view_accuracy"])
+    strategies = ["detection_only", "view_only", "fixed_w0.1", "fixed_w1", "gradnorm"]
+    assert C.best_fixed(agg, "s", strategies) == "fixed_w0.1"
+    assert "highest delta_m against detection_only and view_only): fixed_w0.1" in \
+        C.comparison_sentences(agg, "s", strategies)[0]
+    table = C.delta_m_table(agg, "s", strategies)
+    # fixed_w1: (0.02/0.15 - 1 + 0.75/0.70 - 1) / 2 = -0.39762; gradnorm: (0 + 0.63/0.70 - 1) / 2 = -0.05
+    assert table.splitlines()[2:] == ["| fixed_w0.1 | -10.5 % |", "| fixed_w1 | -39.8 % |", "| gradnorm | -5.0 % |"]
+    no_single = [r for r in rows if r["strategy"].startswith(("fixed", "gradnorm"))]
+    agg = C.aggregate(no_single, ["mAP50", "view_accuracy"])
+    assert C.best_fixed(agg, "s", strategies) == "fixed_w1"  # fallback: raw mean
+    assert C.delta_m_table(agg, "s", strategies) is None
+    assert "no single-task runs to compute delta_m" in C.comparison_sentences(agg, "s", strategies)[0]
+
+
 def test_comparison_uses_the_test_set_and_the_single_task_runs_when_there_are_some():
     def row(strategy, m, v, test_m, test_v):
         return {"split": "s", "strategy": strategy, "seed": 0, "status": "ok", "mAP50": m, "view_accuracy": v,
