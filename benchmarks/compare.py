@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -774,12 +775,14 @@ def csv_value(value: Any) -> Any:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """comparison.csv, written atomically: a report re-run that dies never leaves half a table."""
     fields = csv_fieldnames(rows)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: csv_value(row.get(k)) for k in fields})
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: csv_value(row.get(k)) for k in fields})
+    write_text_atomic(path, buffer.getvalue())
 
 
 # ------------------------------------------------------------------------------------------ plots
@@ -808,6 +811,61 @@ def plot_metric_vs_cost(agg: dict, split: str, strategies: list[str], path: Path
         ax.grid(alpha=0.3)
     if axes[0].get_legend_handles_labels()[0]:  # no finished run: an empty plot, no legend warning
         axes[0].legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def tradeoff_panels(agg: dict, split: str, strategies: list[str]) -> list[str]:
+    """Metric prefixes to draw the trade-off for: val always, test where some strategy has test figures."""
+    has_test = any((agg.get((split, s)) or {}).get(TEST_PREFIX + "mAP50", NO_STAT).mean is not None for s in strategies)
+    return ["", TEST_PREFIX] if has_test else [""]
+
+
+def plot_tradeoff(agg: dict, split: str, strategies: list[str], path: Path) -> None:
+    """mAP50 against view accuracy per joint strategy, with the single-task runs as reference lines.
+
+    The picture of the dominance check: the fixed-weight sweep is drawn as a line (its Pareto front as far as
+    the sweep goes), a point above and right of it beats every fixed weight on both tasks, and the dashed
+    lines cross where a joint model would be as good as each task trained alone.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = tradeoff_panels(agg, split, strategies)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), tight_layout=True, squeeze=False)
+    for ax, prefix in zip(axes[0], panels):
+        def stat(strategy: str, column: str) -> Stat:
+            return (agg.get((split, strategy)) or {}).get(prefix + column, NO_STAT)
+
+        det_ref, view_ref = stat("detection_only", "mAP50").mean, stat("view_only", "view_accuracy").mean
+        if det_ref is not None:
+            ax.axhline(det_ref, ls="--", color="grey", lw=1, label="detection_only mAP50")
+        if view_ref is not None:
+            ax.axvline(view_ref, ls=":", color="grey", lw=1, label="view_only view accuracy")
+        sweep = sorted((parse_fixed_weight(s), s) for s in strategies if parse_fixed_weight(s) is not None)
+        line = [(stat(s, "view_accuracy").mean, stat(s, "mAP50").mean) for _, s in sweep]
+        line = [xy for xy in line if None not in xy]
+        if len(line) > 1:
+            ax.plot(*zip(*line), color="black", lw=1, alpha=0.5, label="fixed-weight sweep")
+        for i, strategy in enumerate(strategies):
+            if strategy in ("detection_only", "view_only"):
+                continue
+            x, y = stat(strategy, "view_accuracy"), stat(strategy, "mAP50")
+            if x.mean is None or y.mean is None:
+                continue
+            ax.errorbar(x.mean, y.mean, xerr=x.sd or 0, yerr=y.sd or 0, fmt="o", capsize=3, color=f"C{i % 10}",
+                        label=strategy)
+            ax.annotate(strategy, (x.mean, y.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        where = "test" if prefix else "valid"
+        ax.margins(0.08)
+        ax.set_ylim(bottom=0)  # zoomed to the points: on an honest split mAP50 may be 0.1 and accuracy 0.7
+        ax.set(xlabel=f"{where} view accuracy", ylabel=f"{where} mAP50",
+               title=f"{split} ({where}): detection vs view, mean ± sd over seeds")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -1164,20 +1222,22 @@ def main(argv: list[str] | None = None) -> Path | None:
     root.mkdir(parents=True, exist_ok=True)
     write_csv(root / "comparison.csv", rows)
     ap_cols, f1_cols = ordered_columns(rows, "AP50_"), ordered_columns(rows, "F1_")
-    agg = aggregate(rows, [*DETECTION_COLUMNS, *VIEW_COLUMNS, *COST_COLUMNS, *ap_cols, *f1_cols])
+    test_cols = [TEST_PREFIX + c for c in ("mAP50", "view_accuracy")]
+    agg = aggregate(rows, [*DETECTION_COLUMNS, *VIEW_COLUMNS, *COST_COLUMNS, *ap_cols, *f1_cols, *test_cols])
     plots: dict[str, list[str]] = {}
     for split in splits:
-        names = [f"metric_vs_cost_{split}.png", f"curves_{split}.png"]
-        plot_metric_vs_cost(agg, split, opt.strategies, root / names[0])
-        plot_curves(histories.get(split, {}), split, root / names[1])
+        names = [f"tradeoff_{split}.png", f"metric_vs_cost_{split}.png", f"curves_{split}.png"]
+        plot_tradeoff(agg, split, opt.strategies, root / names[0])
+        plot_metric_vs_cost(agg, split, opt.strategies, root / names[1])
+        plot_curves(histories.get(split, {}), split, root / names[2])
         plots[split] = names
     command = "python " + shlex.join([str(Path(sys.argv[0]))] + (argv if argv is not None else sys.argv[1:]))
     report = build_report(command=command, date=datetime.now().astimezone().isoformat(timespec="seconds"),
                           machine=machine_line(settings.device), splits=splits, strategies=opt.strategies,
                           settings={"name": opt.name, "epochs": opt.epochs, "seeds": opt.seeds, "extra": shlex.join(extra)},
                           rows=rows, stage_summaries=stage_summaries, failures=failures, plots=plots)
-    (root / "report.md").write_text(report)
-    print(f"wrote {root / 'comparison.csv'}, {root / 'report.md'} and {len(splits) * 2} plots "
+    write_text_atomic(root / "report.md", report)
+    print(f"wrote {root / 'comparison.csv'}, {root / 'report.md'} and {sum(map(len, plots.values()))} plots "
           f"({sum(r['status'] == 'ok' for r in rows)}/{len(rows)} runs ok)")
     return root
 

@@ -446,7 +446,7 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     assert by_name["fixed_w1"]["test_view_accuracy"] == by_name["fixed_w1"]["view_accuracy"] != ""
     assert float(by_name["fixed_w1"]["peak_rss_gb"]) > 0.1 and float(by_name["fixed_w1"]["train_time_s"]) > 0
     assert "### Metrics on the held-out test set" in (root / "report.md").read_text()
-    assert (root / "metric_vs_cost_med_views.png").is_file()
+    assert (root / "metric_vs_cost_med_views.png").is_file() and (root / "tradeoff_med_views.png").is_file()
     assert "cls_names" not in yaml.safe_load((root / "derived" / "data_med_views_detection_only.yaml").read_text())
     assert yaml.safe_load((root / "derived" / "hyp_fixed_w1.yaml").read_text())["view_task"] == 1.0
 
@@ -479,4 +479,29 @@ def test_plots_of_a_split_with_no_finished_run_are_written_without_warnings(tmp_
         warnings.simplefilter("error")
         C.plot_curves({}, "empty", tmp_path / "curves.png")
         C.plot_metric_vs_cost({}, "empty", ["fixed_w1"], tmp_path / "cost.png")
-    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "cost.png").stat().st_size > 0
+        C.plot_tradeoff({}, "empty", ["fixed_w1"], tmp_path / "tradeoff.png")
+    for name in ("curves.png", "cost.png", "tradeoff.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_tradeoff_plot_draws_val_and_test_panels_when_there_is_a_test_set(tmp_path):
+    def row(strategy, seed, m, v, test=True):
+        extra = {"test_mAP50": m - 0.05 if m is not None else None,
+                 "test_view_accuracy": v - 0.05 if v is not None else None} if test else {}
+        return {"split": "s", "strategy": strategy, "seed": seed, "status": "ok", "mAP50": m, "view_accuracy": v,
+                **extra}
+
+    rows = [row("detection_only", 0, 0.5, None), row("view_only", 0, None, 0.7), row("fixed_w0.1", 0, 0.4, 0.6),
+            row("fixed_w0.1", 1, 0.42, 0.62), row("fixed_w1", 0, 0.1, 0.68), row("gradnorm", 0, 0.45, 0.66)]
+    columns = ["mAP50", "view_accuracy", "test_mAP50", "test_view_accuracy"]
+    strategies = ["detection_only", "view_only", "fixed_w0.1", "fixed_w1", "gradnorm"]
+    agg = C.aggregate(rows, columns)
+    assert C.tradeoff_panels(agg, "s", strategies) == ["", "test_"]
+    C.plot_tradeoff(agg, "s", strategies, tmp_path / "two.png")
+    agg = C.aggregate([row(r["strategy"], r["seed"], r["mAP50"], r["view_accuracy"], test=False) for r in rows], columns)
+    assert C.tradeoff_panels(agg, "s", strategies) == [""]
+    C.plot_tradeoff(agg, "s", strategies, tmp_path / "one.png")
+    from PIL import Image
+
+    wide, narrow = Image.open(tmp_path / "two.png").size, Image.open(tmp_path / "one.png").size
+    assert wide[0] == 2 * narrow[0] and wide[1] == narrow[1]  # one 6-inch panel per metric set
