@@ -652,20 +652,61 @@ def best_fixed_criterion(agg: dict[tuple[str, str], dict[str, Stat]], split: str
     return "highest mean of mAP50 and view accuracy; no single-task runs to compute delta_m"
 
 
+SINGLE_TASK = ("detection_only", "view_only")
+
+
+def with_delta_m(rows: list[dict]) -> list[dict]:
+    """Copies of the rows with delta_m (and test_delta_m) for each finished joint run.
+
+    The references are the split's mean detection_only mAP50 and mean view_only view accuracy, so the mean of
+    the per-run values equals delta_m of the mean metrics (it is linear in them) and their sd shows the spread
+    over seeds.
+    """
+    def as_stats(source: Mapping[str, Any]) -> dict[str, Stat]:
+        return {k: Stat(_number(v), None, 1) for k, v in source.items()}
+
+    references: dict[tuple[str, str], dict[str, Stat]] = {}
+    for split in {r["split"] for r in rows}:
+        for name in SINGLE_TASK:
+            group = [r for r in rows if r["split"] == split and r["strategy"] == name and r.get("status") == "ok"]
+            columns = {c for r in group for c in r}
+            references[(split, name)] = {c: mean_sd(r.get(c) for r in group) for c in columns}
+    out = []
+    for row in rows:
+        row = {k: v for k, v in row.items() if k not in ("delta_m", TEST_PREFIX + "delta_m")}  # recomputed
+        if row.get("status") == "ok" and row["strategy"] not in SINGLE_TASK:
+            det_ref, view_ref = references[(row["split"], "detection_only")], references[(row["split"], "view_only")]
+            for prefix in ("", TEST_PREFIX):
+                value = delta_m(as_stats(row), det_ref, view_ref, prefix)
+                if value is not None:
+                    row[prefix + "delta_m"] = value
+        out.append(row)
+    return out
+
+
+def format_percent(stat: Stat) -> str:
+    """A delta_m Stat as signed percent, with the sd when there is one."""
+    if stat.mean is None:
+        return "n/a"
+    return f"{100 * stat.mean:+.1f}" + ("" if stat.sd is None else f" ± {100 * stat.sd:.1f}") + " %"
+
+
 def delta_m_table(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strategies: list[str]) -> str | None:
-    """delta_m per joint strategy on val (and on test where there is one), as a markdown table; None if none."""
-    has_test = any(split_delta_m(agg, split, s, TEST_PREFIX) is not None for s in strategies)
-    rows = []
-    for strategy in strategies:
-        if strategy in ("detection_only", "view_only"):
-            continue
-        values = [split_delta_m(agg, split, strategy)] + ([split_delta_m(agg, split, strategy, TEST_PREFIX)]
-                                                           if has_test else [])
-        if any(v is not None for v in values):
-            rows.append([strategy] + ["n/a" if v is None else f"{100 * v:+.1f} %" for v in values])
-    if not rows:
+    """Mean ± sd of the per-run delta_m per joint strategy on val (and test where there is one); None if none.
+
+    `agg` must have been aggregated over rows from with_delta_m with the delta_m columns.
+    """
+    def stat(strategy: str, column: str) -> Stat:
+        return (agg.get((split, strategy)) or {}).get(column, NO_STAT)
+
+    joint = [s for s in strategies if s not in SINGLE_TASK]
+    columns = [c for c in ("delta_m", TEST_PREFIX + "delta_m") if any(stat(s, c).mean is not None for s in joint)]
+    table = [[strategy, str(stat(strategy, "n").n)] + [format_percent(stat(strategy, c)) for c in columns]
+             for strategy in joint if any(stat(strategy, c).mean is not None for c in columns)]
+    if not table:
         return None
-    return markdown_table(["strategy", "delta_m val"] + (["delta_m test"] if has_test else []), rows)
+    return markdown_table(["strategy", "n"] + [{"delta_m": "delta_m val"}.get(c, "delta_m test") for c in columns],
+                          table)
 
 
 def _versus(a: str, sa: Stat, b: str, sb: Stat, label: str) -> str:
@@ -761,7 +802,7 @@ def ordered_columns(rows: list[dict], prefix: str) -> list[str]:
 def csv_fieldnames(rows: list[dict]) -> list[str]:
     """Fixed columns first, then per-class AP50 and per-view F1 in order of appearance, then the error."""
     return [*ID_COLUMNS, *DETECTION_COLUMNS, *ordered_columns(rows, "AP50_"), *VIEW_COLUMNS,
-            *ordered_columns(rows, "F1_"), *ordered_columns(rows, TEST_PREFIX), *COST_COLUMNS, *INTERFERENCE_COLUMNS,
+            *ordered_columns(rows, "F1_"), "delta_m", *ordered_columns(rows, TEST_PREFIX), *COST_COLUMNS, *INTERFERENCE_COLUMNS,
             "error"]
 
 
@@ -959,9 +1000,10 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
                  plots: dict[str, list[str]]) -> str:
     """The whole report.md text (pure: everything it shows is passed in)."""
     ap_cols, f1_cols = ordered_columns(rows, "AP50_"), ordered_columns(rows, "F1_")
+    rows = with_delta_m(rows)
     test_cols = ordered_columns(rows, TEST_PREFIX)
     agg = aggregate(rows, [*DETECTION_COLUMNS, *VIEW_COLUMNS, *COST_COLUMNS, *INTERFERENCE_COLUMNS, *ap_cols, *f1_cols,
-                           *test_cols])
+                           *test_cols, "delta_m"])
     out = [f"# Strategy comparison: {settings['name']}", "",
            f"- command: `{command}`", f"- date: {date}", f"- machine: {machine}",
            f"- epochs {settings['epochs']}, seeds {settings['seeds']}, strategies {', '.join(strategies)}",
@@ -1220,7 +1262,7 @@ def main(argv: list[str] | None = None) -> Path | None:
             histories.setdefault(plan.split, {}).setdefault(plan.strategy.name, []).append(history)
 
     root.mkdir(parents=True, exist_ok=True)
-    write_csv(root / "comparison.csv", rows)
+    write_csv(root / "comparison.csv", with_delta_m(rows))
     ap_cols, f1_cols = ordered_columns(rows, "AP50_"), ordered_columns(rows, "F1_")
     test_cols = [TEST_PREFIX + c for c in ("mAP50", "view_accuracy")]
     agg = aggregate(rows, [*DETECTION_COLUMNS, *VIEW_COLUMNS, *COST_COLUMNS, *ap_cols, *f1_cols, *test_cols])

@@ -132,11 +132,20 @@ def test_best_fixed_uses_delta_m_so_a_small_scale_task_is_not_swamped():
     assert C.best_fixed(agg, "s", strategies) == "fixed_w0.1"
     assert "highest delta_m against detection_only and view_only): fixed_w0.1" in \
         C.comparison_sentences(agg, "s", strategies)[0]
+    rows.append(row("gradnorm", 0.12, 0.77))  # a second seed: delta_m (-0.2 + 0.1) / 2 = -0.05, sd 0
+    rows = C.with_delta_m(rows)
+    assert "delta_m" not in rows[0] and rows[2]["delta_m"] == pytest.approx(-0.104762, abs=1e-6)
+    agg = C.aggregate(rows, ["mAP50", "view_accuracy", "delta_m"])
     table = C.delta_m_table(agg, "s", strategies)
     # fixed_w1: (0.02/0.15 - 1 + 0.75/0.70 - 1) / 2 = -0.39762; gradnorm: (0 + 0.63/0.70 - 1) / 2 = -0.05
-    assert table.splitlines()[2:] == ["| fixed_w0.1 | -10.5 % |", "| fixed_w1 | -39.8 % |", "| gradnorm | -5.0 % |"]
-    no_single = [r for r in rows if r["strategy"].startswith(("fixed", "gradnorm"))]
-    agg = C.aggregate(no_single, ["mAP50", "view_accuracy"])
+    assert table.splitlines()[0] == "| strategy | n | delta_m val |"
+    assert table.splitlines()[2:] == ["| fixed_w0.1 | 1 | -10.5 % |", "| fixed_w1 | 1 | -39.8 % |",
+                                      "| gradnorm | 2 | -5.0 ± 0.0 % |"]
+    assert C.delta_m(agg[("s", "gradnorm")], agg[("s", "detection_only")], agg[("s", "view_only")]) == \
+        pytest.approx(agg[("s", "gradnorm")]["delta_m"].mean)  # linear: delta_m of the means = mean delta_m
+    no_single = C.with_delta_m([r for r in rows if r["strategy"].startswith(("fixed", "gradnorm"))])
+    assert not any("delta_m" in r for r in no_single)
+    agg = C.aggregate(no_single, ["mAP50", "view_accuracy", "delta_m"])
     assert C.best_fixed(agg, "s", strategies) == "fixed_w1"  # fallback: raw mean
     assert C.delta_m_table(agg, "s", strategies) is None
     assert "no single-task runs to compute delta_m" in C.comparison_sentences(agg, "s", strategies)[0]
