@@ -604,8 +604,9 @@ def delta_m(stats: Mapping[str, Stat], det_ref: Mapping[str, Stat], view_ref: Ma
             prefix: str = "") -> float | None:
     """Multi-task score: mean relative change of mAP50 and view accuracy against the single-task runs.
 
-    Delta_m of Maninis et al. (2019) / Vandenhende et al. (2021) on this product's two headline metrics, on
-    means over seeds: 0 means both tasks as good as trained alone, -0.5 means half of each lost on average.
+    Delta_m of Maninis et al. (2019) / Vandenhende et al. (2021) on this product's two headline metrics, from
+    the given Stats' means (over seeds, or one run's values): 0 means both tasks as good as trained alone,
+    -0.5 means half of each lost on average.
     Relative, so a task with small absolute numbers (mAP50 0.15 on an honest split) weighs as much as one
     with large ones (view accuracy 0.7). None when a figure or a reference is missing or zero.
     """
@@ -741,9 +742,10 @@ def comparison_sentences(agg: dict[tuple[str, str], dict[str, Stat]], split: str
     if fixed is None:
         sentences = ["No fixed-weight run finished, so there is no sweep to compare the remedies with."]
     else:
+        use = ("The comparisons below use the held-out test set." if on_test else
+               "The comparisons below use the same val set, which favours the picked weight.")
         sentences = [f"Best fixed weight of the sweep, picked on the val set "
-                     f"({best_fixed_criterion(agg, split, strategies)}): {fixed}. " + ("The comparisons below use the held-out test set." if on_test else
-                                     "The comparisons below use the same val set, which favours the picked weight.")]
+                     f"({best_fixed_criterion(agg, split, strategies)}): {fixed}. {use}"]
     both = (("mAP50", "mAP50"), ("view_accuracy", "view accuracy"))
     references = ([(fixed, both)] if fixed else []) + [("detection_only", both[:1]), ("view_only", both[1:])]
     for strategy in REMEDIES:
@@ -802,8 +804,8 @@ def ordered_columns(rows: list[dict], prefix: str) -> list[str]:
 def csv_fieldnames(rows: list[dict]) -> list[str]:
     """Fixed columns first, then per-class AP50 and per-view F1 in order of appearance, then the error."""
     return [*ID_COLUMNS, *DETECTION_COLUMNS, *ordered_columns(rows, "AP50_"), *VIEW_COLUMNS,
-            *ordered_columns(rows, "F1_"), "delta_m", *ordered_columns(rows, TEST_PREFIX), *COST_COLUMNS, *INTERFERENCE_COLUMNS,
-            "error"]
+            *ordered_columns(rows, "F1_"), "delta_m", *ordered_columns(rows, TEST_PREFIX), *COST_COLUMNS,
+            *INTERFERENCE_COLUMNS, "error"]
 
 
 def csv_value(value: Any) -> Any:
@@ -891,7 +893,7 @@ def plot_tradeoff(agg: dict, split: str, strategies: list[str], path: Path) -> N
         if len(line) > 1:
             ax.plot(*zip(*line), color="black", lw=1, alpha=0.5, label="fixed-weight sweep")
         for i, strategy in enumerate(strategies):
-            if strategy in ("detection_only", "view_only"):
+            if strategy in SINGLE_TASK:
                 continue
             x, y = stat(strategy, "view_accuracy"), stat(strategy, "mAP50")
             if x.mean is None or y.mean is None:

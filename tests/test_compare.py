@@ -507,7 +507,8 @@ def test_tradeoff_plot_draws_val_and_test_panels_when_there_is_a_test_set(tmp_pa
     agg = C.aggregate(rows, columns)
     assert C.tradeoff_panels(agg, "s", strategies) == ["", "test_"]
     C.plot_tradeoff(agg, "s", strategies, tmp_path / "two.png")
-    agg = C.aggregate([row(r["strategy"], r["seed"], r["mAP50"], r["view_accuracy"], test=False) for r in rows], columns)
+    val_only = [row(r["strategy"], r["seed"], r["mAP50"], r["view_accuracy"], test=False) for r in rows]
+    agg = C.aggregate(val_only, columns)
     assert C.tradeoff_panels(agg, "s", strategies) == [""]
     C.plot_tradeoff(agg, "s", strategies, tmp_path / "one.png")
     from PIL import Image
