@@ -629,6 +629,11 @@ def split_delta_m(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strat
     return delta_m(stats(strategy), stats("detection_only"), stats("view_only"), prefix)
 
 
+def has_test_figures(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strategies: list[str]) -> bool:
+    """Whether some strategy of the split was evaluated on a held-out test set."""
+    return any((agg.get((split, s)) or {}).get(TEST_PREFIX + "mAP50", NO_STAT).mean is not None for s in strategies)
+
+
 def best_fixed(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strategies: list[str]) -> str | None:
     """The fixed_w* strategy with the highest val delta_m, or None.
 
@@ -666,17 +671,13 @@ def with_delta_m(rows: list[dict]) -> list[dict]:
     def as_stats(source: Mapping[str, Any]) -> dict[str, Stat]:
         return {k: Stat(_number(v), None, 1) for k, v in source.items()}
 
-    references: dict[tuple[str, str], dict[str, Stat]] = {}
-    for split in {r["split"] for r in rows}:
-        for name in SINGLE_TASK:
-            group = [r for r in rows if r["split"] == split and r["strategy"] == name and r.get("status") == "ok"]
-            columns = {c for r in group for c in r}
-            references[(split, name)] = {c: mean_sd(r.get(c) for r in group) for c in columns}
+    references = aggregate(rows, [p + c for p in ("", TEST_PREFIX) for c in ("mAP50", "view_accuracy")])
     out = []
     for row in rows:
         row = {k: v for k, v in row.items() if k not in ("delta_m", TEST_PREFIX + "delta_m")}  # recomputed
         if row.get("status") == "ok" and row["strategy"] not in SINGLE_TASK:
-            det_ref, view_ref = references[(row["split"], "detection_only")], references[(row["split"], "view_only")]
+            det_ref = references.get((row["split"], "detection_only"), {})
+            view_ref = references.get((row["split"], "view_only"), {})
             for prefix in ("", TEST_PREFIX):
                 value = delta_m(as_stats(row), det_ref, view_ref, prefix)
                 if value is not None:
@@ -736,7 +737,7 @@ def comparison_sentences(agg: dict[tuple[str, str], dict[str, Stat]], split: str
     The best fixed weight is picked on the val set. Where the split has a test set the comparisons use
     it, so the pick is not graded on the images that picked it; without one the pick is favoured.
     """
-    on_test = any(agg.get((split, s), {}).get(TEST_PREFIX + "mAP50", NO_STAT).mean is not None for s in strategies)
+    on_test = has_test_figures(agg, split, strategies)
     prefix, where = (TEST_PREFIX, "test set") if on_test else ("", "val set")
     fixed = best_fixed(agg, split, strategies)
     if fixed is None:
@@ -860,8 +861,7 @@ def plot_metric_vs_cost(agg: dict, split: str, strategies: list[str], path: Path
 
 def tradeoff_panels(agg: dict, split: str, strategies: list[str]) -> list[str]:
     """Metric prefixes to draw the trade-off for: val always, test where some strategy has test figures."""
-    has_test = any((agg.get((split, s)) or {}).get(TEST_PREFIX + "mAP50", NO_STAT).mean is not None for s in strategies)
-    return ["", TEST_PREFIX] if has_test else [""]
+    return ["", TEST_PREFIX] if has_test_figures(agg, split, strategies) else [""]
 
 
 def plot_tradeoff(agg: dict, split: str, strategies: list[str], path: Path) -> None:
