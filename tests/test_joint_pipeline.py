@@ -70,6 +70,7 @@ def test_training_history_records_tasks(joint_run):
     assert {"view_accuracy", "view_balanced_accuracy", "mAP_0.5", "mAP_0.5:0.95"} <= set(epoch["val"])
     assert set(epoch["lr"]["model"]) == {"bias", "norm_weight", "weight"} and epoch["time_s"] >= epoch["train_s"] > 0
     assert history["run"]["view_names"] == VIEWS
+    assert history["run"]["torch_threads"] == torch.get_num_threads() and history["run"]["torch_version"] == torch.__version__
 
 
 def test_joint_checkpoint_and_val_view_table(joint_run, tmp_path):
