@@ -28,7 +28,10 @@ then evaluated in this process with the project's evaluate() on its split's val 
 the result is kept in the run folder as compare_eval.json until the checkpoint, the data
 YAML or the evaluation settings change), and PROJECT/NAME/comparison.csv, report.md and
 plots are written. --jobs N trains N runs at once (children get OMP_NUM_THREADS = CPUs // N
-unless it is set); their time columns then include the sharing. --report-only trains
+unless it is set); their time columns then include the sharing. Several compare.py
+processes may share one comparison (one per split, or more to use idle cores): each claims
+a run before training it (PROJECT/NAME/<split>/.<run>.lock, pid and host), skips runs a live
+process holds, and takes over a claim whose process is gone. --report-only trains
 nothing and writes an interim report of the runs finished so far, listing the rest as not
 run: a progress check on a long comparison.
 
@@ -66,7 +69,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -1175,6 +1178,71 @@ def train_run(plan: Plan, env: dict[str, str] | None = None) -> dict:
     return cost
 
 
+def lock_path(run_dir: Path) -> Path:
+    """The claim file of a run: beside its folder, because the folder is cleared before training."""
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+def lock_holder(lock: Path) -> str | None:
+    """'pid N on HOST' of the live process holding a run's claim, or None when it is free or stale.
+
+    A claim from another host cannot be checked and counts as held; one whose process is gone does not.
+    """
+    try:
+        pid_text, host = lock.read_text().split()
+        pid = int(pid_text)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"an unreadable claim {lock}"  # being written right now, or damaged: remove it by hand if so
+    if host == platform.node():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, another user's
+    return f"pid {pid} on {host}"
+
+
+def claim_run(run_dir: Path) -> Path | None:
+    """Claim a run for this process, so two compare.py processes sharing a comparison never train, or
+    clear, the same run; returns the claim file to remove when done, or None when a live process holds it.
+
+    The claim is created atomically (O_EXCL); one left by a process that died is taken over.
+    """
+    lock = lock_path(run_dir)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if lock_holder(lock) is not None:
+                return None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {platform.node()}\n")
+        return lock
+    return None
+
+
+def train_if_free(plan: Plan, epochs: int, train: Callable[[Plan], dict]) -> tuple[str, dict | None]:
+    """Train a planned run unless another process holds it or finished it after this one planned.
+
+    Returns (what happened: 'trained', 'held' or 'finished', the cost record when trained).
+    """
+    lock = claim_run(plan.run_dir)
+    if lock is None:
+        return "held", None
+    try:
+        if run_finished(plan.run_dir, epochs):
+            return "finished", None
+        return "trained", train(plan)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 def load_cost(run_dir: Path) -> dict:
     try:
         return json.loads((run_dir / COST_FILE).read_text())
@@ -1233,9 +1301,17 @@ def main(argv: list[str] | None = None) -> Path | None:
               f"{cost['peak_rss_gb']:.2f} GB", flush=True)
         return cost
 
+    def train_unless_taken(plan: Plan) -> dict | None:
+        outcome, cost = train_if_free(plan, opt.epochs, train_labelled)
+        if outcome == "held":
+            print(f"{labels[plan.run_dir]}: being trained by {lock_holder(lock_path(plan.run_dir))}, skipped "
+                  f"(claim file {lock_path(plan.run_dir)})", flush=True)
+        return cost
+
     to_train = [] if opt.report_only else [plan for plan in plans if not plan.done]
     with ThreadPoolExecutor(max_workers=opt.jobs) as pool:  # each thread waits on one child process
-        costs = dict(zip([plan.run_dir for plan in to_train], pool.map(train_labelled, to_train)))
+        trained = zip([plan.run_dir for plan in to_train], pool.map(train_unless_taken, to_train))
+        costs = {run_dir: cost for run_dir, cost in trained if cost is not None}
 
     rows, failures, stage_summaries = [], [], {}
     histories: dict[str, dict[str, list[dict]]] = {}
@@ -1243,11 +1319,11 @@ def main(argv: list[str] | None = None) -> Path | None:
         label = labels[plan.run_dir]
         if plan.run_dir in costs:
             cost = costs[plan.run_dir]
-        elif plan.done:
+        elif plan.done or run_finished(plan.run_dir, opt.epochs):  # or finished by another process meanwhile
             print(f"{label}: complete, not retrained ({plan.run_dir})", flush=True)
             cost = load_cost(plan.run_dir)
         else:
-            print(f"{label}: not run yet (--report-only)", flush=True)
+            print(f"{label}: not run yet", flush=True)
             rows.append({"split": plan.split, "strategy": plan.strategy.name, "seed": plan.seed,
                          "run_dir": str(plan.run_dir), "trained_now": False, "status": "not_run"})
             continue

@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -337,6 +338,52 @@ def test_run_finished_accepts_an_early_stop_under_the_same_epochs(tmp_path):
     assert C.run_finished(_fake_run(tmp_path / "done", [0, 1, 2]), 3)
 
 
+def _plan(run_dir: Path) -> C.Plan:
+    return C.Plan("split", run_dir / "data.yaml", C.Strategy("fixed_w1", "train.py", 1.0, 1.0), 0, run_dir, [])
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_claimed_run_is_not_trained_or_cleared_by_a_second_process(tmp_path):
+    run_dir = tmp_path / "split" / "fixed_w1_s0"
+    partial = _fake_run(run_dir, [0])  # another process is training it: epoch 0 of 0..2 done
+    lock = C.lock_path(run_dir)
+    lock.write_text(f"{os.getpid()} {platform.node()}\n")  # held by a live process (this one)
+    trained = []
+    assert C.train_if_free(_plan(run_dir), 3, lambda p: trained.append(p) or {"rc": 0}) == ("held", None)
+    assert trained == [] and (partial / "training_history.json").is_file(), "its folder is left alone"
+    assert C.lock_holder(lock) == f"pid {os.getpid()} on {platform.node()}"
+    assert C.claim_run(run_dir) is None
+
+    lock.write_text(f"{os.getpid()} another-host\n")
+    assert C.lock_holder(lock) is not None, "a claim from another host cannot be checked: it counts as held"
+
+
+def test_a_free_or_stale_claim_is_taken_and_released_even_when_training_fails(tmp_path):
+    run_dir = tmp_path / "split" / "fixed_w1_s0"
+    lock = C.lock_path(run_dir)
+    assert C.train_if_free(_plan(run_dir), 3, lambda p: {"rc": 0, "held": lock.is_file()}) == \
+        ("trained", {"rc": 0, "held": True})
+    assert not lock.exists(), "released after training"
+
+    lock.write_text(f"{_dead_pid()} {platform.node()}\n")  # its process died
+    assert C.lock_holder(lock) is None
+    with pytest.raises(RuntimeError):
+        C.train_if_free(_plan(run_dir), 3, lambda p: (_ for _ in ()).throw(RuntimeError("child failed")))
+    assert not lock.exists(), "released when training raises"
+
+
+def test_a_run_finished_by_another_process_after_planning_is_not_trained_again(tmp_path):
+    run_dir = _fake_run(tmp_path / "split" / "fixed_w1_s0", [0, 1, 2])
+    trained = []
+    assert C.train_if_free(_plan(run_dir), 3, lambda p: trained.append(p) or {}) == ("finished", None)
+    assert trained == [] and (run_dir / "weights" / "last.pt").is_file()
+
+
 def test_cached_evaluation_reuses_until_checkpoint_or_data_change(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(C, "evaluate_checkpoint", lambda w, d, s: calls.append(w) or {"mAP50": 0.1 * len(calls)})
@@ -448,6 +495,7 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 and {r["strategy"] for r in rows} == {"detection_only", "fixed_w1", "dual"}
     assert all(r["status"] == "ok" and r["trained_now"] == "True" for r in rows), rows
+    assert not list(root.rglob(".*.lock")), "every claim released"
     by_name = {r["strategy"]: r for r in rows}
     assert by_name["detection_only"]["view_accuracy"] == "" and by_name["fixed_w1"]["view_accuracy"] != ""
     assert float(by_name["dual"]["parameters"]) > float(by_name["fixed_w1"]["parameters"])
