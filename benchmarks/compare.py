@@ -1304,8 +1304,9 @@ def main(argv: list[str] | None = None) -> Path | None:
     def train_unless_taken(plan: Plan) -> dict | None:
         outcome, cost = train_if_free(plan, opt.epochs, train_labelled)
         if outcome == "held":
-            print(f"{labels[plan.run_dir]}: being trained by {lock_holder(lock_path(plan.run_dir))}, skipped "
-                  f"(claim file {lock_path(plan.run_dir)})", flush=True)
+            holder = lock_holder(lock_path(plan.run_dir)) or "another process"  # it may have finished since
+            print(f"{labels[plan.run_dir]}: held by {holder}, skipped (claim file {lock_path(plan.run_dir)})",
+                  flush=True)
         return cost
 
     to_train = [] if opt.report_only else [plan for plan in plans if not plan.done]

@@ -382,13 +382,11 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
     hyp = scale_hyp_for_model(hyp, head.nl, task.nc, imgsz)
     compute_loss = ComputeLoss(model, hyp, label_smoothing=opt.label_smoothing)
     model.hyp = hyp
-    history = (TrainingHistory(run.save_dir / "training_history.json",
-                              {"script": getattr(opt, "script", "train.py"), "tasks": list(task.task_names),
-                               "names": task.names, "view_names": task.view_names, "balancer": type(balancer).__name__,
-                               "world_size": ctx.world_size,
-                               # results differ bitwise with the thread count (measured): record it to compare runs
-                               "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__})
-               if main else None)
+    run_info = {"script": getattr(opt, "script", "train.py"), "tasks": list(task.task_names), "names": task.names,
+                "view_names": task.view_names, "balancer": type(balancer).__name__, "world_size": ctx.world_size,
+                # results differ bitwise with the thread count (measured): record it to compare runs
+                "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__}
+    history = TrainingHistory(run.save_dir / "training_history.json", run_info) if main else None
     monitor = make_interference_monitor(opt, model, task) if main else None  # rank 0 measures its own batches
 
     batches = len(train_loader)
