@@ -78,7 +78,7 @@ import yaml  # noqa: E402
 
 from utils.cli import train_parser  # noqa: E402
 from utils.dataset_yaml import DatasetError, _find_yaml  # noqa: E402
-from utils.engine import MIXING_AUGMENTATIONS, load_hyp  # noqa: E402
+from utils.engine import MIXING_AUGMENTATIONS, best_checkpoint_epoch, load_hyp  # noqa: E402
 from utils.files import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.interference import OVERALL, summarize_interference  # noqa: E402
 
@@ -95,6 +95,7 @@ DETECTION_COLUMNS = ("mAP50", "mAP50_95", "precision", "recall", "F1")
 VIEW_COLUMNS = ("view_accuracy", "view_balanced_accuracy")
 COST_COLUMNS = ("train_time_s", "train_loop_s", "step_ms", "iterations_per_epoch", "peak_rss_gb", "parameters",
                 "gflops")
+EPOCH_CHOICE_COLUMNS = ("best_epoch", "view_accuracy_peak", "view_peak_epoch")  # beside best.pt's view_accuracy
 INTERFERENCE_COLUMNS = ("interference_n", "interference_mean_cosine", "interference_conflict_fraction",
                         "interference_median_norm_ratio")
 ID_COLUMNS = ("split", "strategy", "seed", "status", "trained_now", "run_dir", "checkpoint", "epochs_done")
@@ -103,7 +104,8 @@ EVAL_FILE = "compare_eval.json"  # metrics of the evaluated checkpoint, reused w
 LABELS = {"mAP50": "mAP50", "mAP50_95": "mAP50-95", "precision": "P", "recall": "R", "F1": "F1",
           "view_accuracy": "view acc", "view_balanced_accuracy": "view bal. acc", "train_time_s": "train time (s)",
           "train_loop_s": "train loop (s)", "step_ms": "step (ms)", "iterations_per_epoch": "it/epoch",
-          "peak_rss_gb": "peak RSS (GB)", "parameters": "parameters", "gflops": "GFLOPs"}
+          "peak_rss_gb": "peak RSS (GB)", "parameters": "parameters", "gflops": "GFLOPs",
+          "best_epoch": "best.pt epoch", "view_accuracy_peak": "peak view acc", "view_peak_epoch": "its epoch"}
 
 
 # ----------------------------------------------------------------------------------------- strategies
@@ -354,6 +356,24 @@ def interference_columns(history: dict | None) -> tuple[dict, dict]:
             "interference_median_norm_ratio": overall["median_norm_ratio"]}, summary
 
 
+def epoch_choice_columns(history: dict | None) -> dict:
+    """best.pt's epoch, and the highest val view accuracy the run reached on any validated epoch (and when).
+
+    Joint strategies pick best.pt by detection fitness (YOLOv5's rule), so their view accuracy is read at an
+    epoch the detector chose. The peak shows what that choice costs the view task; it is picked on val, so it
+    leans optimistic and is no fair score by itself.
+    """
+    records = (history or {}).get("epochs", [])
+    best_epoch = best_checkpoint_epoch(records)
+    columns: dict[str, Any] = {} if best_epoch is None else {"best_epoch": best_epoch}
+    validated = [r for r in records
+                 if r.get("validated", True) and "view_accuracy" in (r.get("val") or {})]
+    if validated:
+        peak = max(validated, key=lambda r: r["val"]["view_accuracy"])  # the first epoch on a tie
+        columns.update(view_accuracy_peak=peak["val"]["view_accuracy"], view_peak_epoch=peak["epoch"])
+    return columns
+
+
 def stderr_tail(path: Path, lines: int = 15) -> str:
     """The last non-blank lines of a log file, each progress-bar line at its final redraw."""
     try:
@@ -567,7 +587,7 @@ def format_stat(stat: Stat | None, digits: int = 3, thousands: bool = False) -> 
 
 
 DIGITS = {"train_time_s": 1, "train_loop_s": 1, "step_ms": 0, "iterations_per_epoch": 0, "peak_rss_gb": 2,
-          "parameters": 0, "gflops": 2}
+          "parameters": 0, "gflops": 2, "best_epoch": 1, "view_peak_epoch": 1}
 
 
 def not_applicable(strategy: str, column: str) -> bool:
@@ -809,7 +829,7 @@ def csv_fieldnames(rows: list[dict]) -> list[str]:
     """Fixed columns first, then per-class AP50 and per-view F1 in order of appearance, then the error."""
     return [*ID_COLUMNS, *DETECTION_COLUMNS, *ordered_columns(rows, "AP50_"), *VIEW_COLUMNS,
             *ordered_columns(rows, "F1_"), "delta_m", *ordered_columns(rows, TEST_PREFIX), *COST_COLUMNS,
-            *INTERFERENCE_COLUMNS, "error"]
+            *INTERFERENCE_COLUMNS, *EPOCH_CHOICE_COLUMNS, "error"]
 
 
 def csv_value(value: Any) -> Any:
@@ -1007,8 +1027,8 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
     ap_cols, f1_cols = ordered_columns(rows, "AP50_"), ordered_columns(rows, "F1_")
     rows = with_delta_m(rows)
     test_cols = ordered_columns(rows, TEST_PREFIX)
-    agg = aggregate(rows, [*DETECTION_COLUMNS, *VIEW_COLUMNS, *COST_COLUMNS, *INTERFERENCE_COLUMNS, *ap_cols, *f1_cols,
-                           *test_cols, "delta_m"])
+    agg = aggregate(rows, [*DETECTION_COLUMNS, *VIEW_COLUMNS, *COST_COLUMNS, *INTERFERENCE_COLUMNS,
+                           *EPOCH_CHOICE_COLUMNS, *ap_cols, *f1_cols, *test_cols, "delta_m"])
     out = [f"# Strategy comparison: {settings['name']}", "",
            f"- command: `{command}`", f"- date: {date}", f"- machine: {machine}",
            f"- epochs {settings['epochs']}, seeds {settings['seeds']}, strategies {', '.join(strategies)}",
@@ -1042,6 +1062,13 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
         if stage_aggs:
             out += ["### Gradient interference per stage (summarize_interference per run, mean ± sd over seeds)", "",
                     interference_table(stage_aggs), ""]
+        choice = [s for s in strategies if agg.get((split, s), {}).get("view_accuracy_peak", NO_STAT).n]
+        if choice:
+            out += ["### Epoch choice (valid set): view accuracy of best.pt against the run's peak over epochs", "",
+                    "best.pt is the epoch with the highest fitness: detection fitness for every joint strategy, so "
+                    "the view task is read where the detector peaked. The peak view accuracy is picked on val "
+                    "(optimistic); a large gap means the view figures above depend on the epoch choice.", "",
+                    stat_table(agg, split, choice, ["best_epoch", "view_accuracy", *EPOCH_CHOICE_COLUMNS[1:]], LABELS), ""]
         table = delta_m_table(agg, split, strategies)
         if table:
             out += ["### Multi-task score delta_m (mean relative change of mAP50 and view accuracy against "
@@ -1273,6 +1300,9 @@ def collect_row(plan: Plan, epochs: int, cost: dict, settings: EvalSettings, tra
     weights = plan.run_dir / "weights" / "best.pt"
     weights = weights if weights.is_file() else plan.run_dir / "weights" / "last.pt"
     row["checkpoint"] = weights.name
+    row.update(epoch_choice_columns(history))
+    if weights.name != "best.pt":
+        row.pop("best_epoch", None)
     try:
         row.update(cached_evaluation(plan.run_dir, weights, plan.data, settings))
     except Exception as e:  # one broken run must not stop the report

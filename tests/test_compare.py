@@ -226,6 +226,35 @@ def test_build_report_tables_interference_and_failures():
     assert "## Failed runs" in report and "Traceback ..." in report and "![curves_med.png](curves_med.png)" in report
 
 
+def test_epoch_choice_reads_the_view_peak_from_validated_epochs_only():
+    def epoch(n, fit, view, validated=True):
+        return {"epoch": n, "fitness": fit, "validated": validated, "val": {"mAP_0.5": fit, "view_accuracy": view}}
+
+    history = {"epochs": [epoch(0, 0.1, 0.50), epoch(1, 0.3, 0.80), epoch(2, 0.9, 0.95, validated=False),
+                          epoch(3, 0.2, 0.80), epoch(4, 0.3, 0.20)]}
+    assert C.epoch_choice_columns(history) == {"best_epoch": 4, "view_accuracy_peak": 0.80, "view_peak_epoch": 1}, \
+        "best.pt: the later of equal fitness; an unvalidated epoch carries stale figures; view peak: the first on a tie"
+    detection = {"epochs": [{"epoch": 0, "fitness": 0.1, "validated": True, "val": {"mAP_0.5": 0.1}}]}
+    assert C.epoch_choice_columns(detection) == {"best_epoch": 0}, "no view task, no view peak"
+    assert C.epoch_choice_columns(None) == {}
+
+
+def test_report_tables_the_epoch_choice_when_runs_have_a_view_peak():
+    rows = [{"split": "med", "strategy": "dual", "seed": s, "status": "ok", "mAP50": 0.5, "view_accuracy": v,
+             "best_epoch": 19, "view_accuracy_peak": p, "view_peak_epoch": e}
+            for s, v, p, e in ((0, 0.2, 0.5, 3), (1, 0.6, 0.7, 5))]
+    report = C.build_report(command="c", date="d", machine="m", settings={"name": "t", "epochs": 20, "seeds": [0, 1],
+                            "extra": ""}, splits={"med": Path("m.yaml")}, strategies=["dual"], rows=rows,
+                            stage_summaries={}, failures=[], plots={})
+    assert "### Epoch choice" in report
+    assert "| dual | 2 | 19.0 ± 0.0 | 0.400 ± 0.283 | 0.600 ± 0.141 | 4.0 ± 1.4 |" in report
+    without = C.build_report(command="c", date="d", machine="m", settings={"name": "t", "epochs": 20, "seeds": [0],
+                             "extra": ""}, splits={"med": Path("m.yaml")}, strategies=["dual"],
+                             rows=[{k: v for k, v in rows[0].items() if "peak" not in k}], stage_summaries={},
+                             failures=[], plots={})
+    assert "### Epoch choice" not in without
+
+
 def test_child_env_shares_the_cores_between_concurrent_jobs():
     assert C.child_env(1, {"PATH": "/bin"}, cpus=16) == {"PATH": "/bin"}, "one job: the environment unchanged"
     assert C.child_env(4, {}, cpus=16)["OMP_NUM_THREADS"] == "4"
@@ -499,6 +528,8 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     by_name = {r["strategy"]: r for r in rows}
     assert by_name["detection_only"]["view_accuracy"] == "" and by_name["fixed_w1"]["view_accuracy"] != ""
     assert float(by_name["dual"]["parameters"]) > float(by_name["fixed_w1"]["parameters"])
+    assert all(r["best_epoch"] in {"0", "1"} for r in rows), "read from each best.pt"
+    assert by_name["detection_only"]["view_accuracy_peak"] == "" and by_name["dual"]["view_accuracy_peak"] != ""
     assert all(r["test_mAP50"] == r["mAP50"] for r in rows), "test lists the val images here: same figures"
     assert by_name["fixed_w1"]["test_view_accuracy"] == by_name["fixed_w1"]["view_accuracy"] != ""
     assert float(by_name["fixed_w1"]["peak_rss_gb"]) > 0.1 and float(by_name["fixed_w1"]["train_time_s"]) > 0

@@ -208,6 +208,27 @@ def training_fitness(results: tuple, view: dict | None, mode: str) -> float:
     return detection
 
 
+def improves_best(fit: float, best_fitness: float, validated: bool) -> bool:
+    """Whether this epoch's checkpoint becomes best.pt: YOLOv5 rewrites it on a tie too (>=), so the later of
+    equal epochs wins; an epoch without validation carries stale figures and never does."""
+    return validated and fit >= best_fitness
+
+
+def best_checkpoint_epoch(epoch_records: list[dict]) -> int | None:
+    """The epoch best.pt was saved at, replayed from training_history.json's epoch records (the final
+    checkpoint is stripped to epoch -1, as YOLOv5 does, so it cannot say)."""
+    best_fitness, chosen = 0.0, None
+    for record in epoch_records:
+        fit, validated = record.get("fitness"), record.get("validated", True)
+        if fit is None:
+            continue
+        if improves_best(fit, best_fitness, validated):
+            chosen = record["epoch"]
+        if validated and fit > best_fitness:
+            best_fitness = fit
+    return chosen
+
+
 def setup_run(opt: argparse.Namespace, ctx: DistContext = DistContext()) -> tuple[argparse.Namespace, dict, RunFolder]:
     """Resolve --resume, hyps and the run folder; write opt.yaml (hyp.yaml follows once the data is known).
 
@@ -479,7 +500,7 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
                                view_names=task.view_names)
                 results, view_val = val.as_tuple(), val.view_summary()
             fit = training_fitness(results, view_val, getattr(opt, "fitness", "detection"))
-            improved = validated and fit >= best_fitness  # an epoch without validation never becomes best.pt
+            improved = improves_best(fit, best_fitness, validated)
             if validated and fit > best_fitness:
                 best_fitness, best_epoch = fit, epoch
             train_losses = mean_loss.tolist()
