@@ -34,6 +34,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                    help="classifier optimizer (default: the same as --optimizer)")
     g.add_argument("--cls-lr0", type=float, default=None, help="classifier initial learning rate (default: the hyp's lr0)")
     g.add_argument("--cls-imgsz", type=int, default=None, help="classifier input size (default: --imgsz)")
+    p.set_defaults(fitness="per-network")  # nothing is shared, so neither network has to settle for the other's epoch
     opt = p.parse_args(argv)
     opt.script = "train_dual.py"
     return opt

@@ -78,7 +78,8 @@ import yaml  # noqa: E402
 
 from utils.cli import train_parser  # noqa: E402
 from utils.dataset_yaml import DatasetError, _find_yaml  # noqa: E402
-from utils.engine import MIXING_AUGMENTATIONS, best_checkpoint_epoch, load_hyp  # noqa: E402
+from utils.best_checkpoint import best_checkpoint_epoch  # noqa: E402
+from utils.engine import MIXING_AUGMENTATIONS, load_hyp  # noqa: E402
 from utils.files import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.interference import OVERALL, summarize_interference  # noqa: E402
 
@@ -1005,6 +1006,9 @@ How to read this:
   also evaluated there, and the comparison sentences use test.
 - n/a: view_only trains with det_task 0, so its detection numbers are meaningless (kept in comparison.csv);
   detection_only has no view task. view_only picks best.pt with --fitness joint (detection fitness is noise there).
+- best.pt of the joint strategies is the epoch with the best detection fitness (YOLOv5's rule), so their view
+  figures are read where the detector peaked (the epoch-choice table shows what that costs). dual keeps each
+  network at its own best epoch (train_dual.py's default --fitness per-network): they share nothing.
 - Every strategy trains with a derived hyp: the given --hyp with mosaic, mixup and copy_paste set to 0 (the
   engine does that for any run with a view task, so detection_only gets the same augmentation) and
   det_task / view_task set per strategy (fixed_w<v>: 1 / v; view_only: 0 / 1; the others keep the given values).

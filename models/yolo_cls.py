@@ -175,6 +175,11 @@ class DualModel(nn.Module):
         return self.detector.detect
 
     @property
+    def independent_parts(self) -> dict[str, str]:
+        """Network name -> state-dict prefix: what --fitness per-network keeps at its own best epoch."""
+        return {"detector": "detector.", "classifier": "classifier."}
+
+    @property
     def stride(self) -> torch.Tensor:
         """The detector's output strides; the classifier has no say in grid alignment."""
         return self.detector.stride

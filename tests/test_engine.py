@@ -1,7 +1,7 @@
 """Training-loop helpers of utils/engine.py."""
 import torch
 
-from utils.engine import best_checkpoint_epoch, clip_gradients, improves_best
+from utils.engine import clip_gradients
 
 
 def _param_with_grad(values):
@@ -25,14 +25,3 @@ def test_clip_gradients_single_optimizer_is_global_clip():
     clip_gradients({"model": torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=0.1)}, max_norm=10.0)
     assert torch.allclose(torch.cat([a.grad, b.grad]), torch.tensor([6.0, 8.0]), atol=1e-4)
 
-
-def test_best_checkpoint_epoch_replays_the_best_pt_rule():
-    records = [{"epoch": 0, "fitness": 0.0, "validated": True},  # 0 >= the starting 0: saved
-               {"epoch": 1, "fitness": 0.4, "validated": True},
-               {"epoch": 2, "fitness": 0.9, "validated": False},  # stale figures: never best.pt
-               {"epoch": 3, "fitness": 0.4, "validated": True},  # a tie rewrites best.pt (YOLOv5's >=)
-               {"epoch": 4, "fitness": 0.3, "validated": True}]
-    assert best_checkpoint_epoch(records) == 3
-    assert best_checkpoint_epoch(records[:3]) == 1
-    assert best_checkpoint_epoch([]) is None
-    assert improves_best(0.5, 0.5, True) and not improves_best(0.6, 0.5, False) and not improves_best(0.4, 0.5, True)

@@ -62,9 +62,11 @@ def train_parser(description: str = "Train a YOLOv5-compatible detector") -> arg
     p.add_argument("--local_rank", type=int, default=-1, help="set by torch.distributed.launch; torchrun passes LOCAL_RANK in the environment instead")
     p.add_argument("--view-levels", nargs="+", type=int, default=None,
                    help="neck levels the view head pools (0=P3/8, 1=P4/16, 2=P5/32); default models/yolo_cls.py's")
-    p.add_argument("--fitness", choices=["detection", "joint"], default="detection",
+    p.add_argument("--fitness", choices=["detection", "joint", "per-network"], default="detection",
                    help="best.pt criterion: detection = YOLOv5's 0.1*mAP50 + 0.9*mAP50-95; joint = mean of that and "
-                        "the view balanced accuracy (needs cls_names in the dataset YAML)")
+                        "the view balanced accuracy (needs cls_names in the dataset YAML); per-network "
+                        "(train_dual.py's default) = the detector at its best detection epoch, the classifier at "
+                        "its best view balanced accuracy")
     p.add_argument("--balancer", choices=["fixed", "uncertainty", "pcgrad"], default="fixed",
                    help="joint task balancing: fixed weights det_task/view_task (hyps), uncertainty weighting "
                         "(Kendall 2018) or PCGrad (Yu 2020); GradNorm is train_gradnorm.py")

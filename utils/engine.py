@@ -30,6 +30,7 @@ from utils.distributed import (DistContext, all_reduce_mean, any_rank, broadcast
                                check_ranks_agree, cleanup_distributed, context_from_env, parameter_checksum,
                                per_rank_batch_size, setup_distributed, sync_batchnorm, wrap_distributed)
 from utils.balancers import Balancer, PCGrad, UncertaintyWeighting, fixed_weights_from_hyp
+from utils.best_checkpoint import PerNetworkBest, improves_best
 from utils.history import TrainingHistory
 from utils.logger import LOGGER
 from utils.loss import ComputeLoss
@@ -186,7 +187,7 @@ def check_img_size(imgsz: int, stride: int) -> int:
 
 
 MIXING_AUGMENTATIONS = ("mosaic", "mixup", "copy_paste")
-FITNESS_CHOICES = ("detection", "joint")
+FITNESS_CHOICES = ("detection", "joint", "per-network")
 
 
 def disable_mixing_augmentations(hyp: dict) -> dict:
@@ -208,25 +209,32 @@ def training_fitness(results: tuple, view: dict | None, mode: str) -> float:
     return detection
 
 
-def improves_best(fit: float, best_fitness: float, validated: bool) -> bool:
-    """Whether this epoch's checkpoint becomes best.pt: YOLOv5 rewrites it on a tie too (>=), so the later of
-    equal epochs wins; an epoch without validation carries stale figures and never does."""
-    return validated and fit >= best_fitness
+def per_network_best(opt: argparse.Namespace, model: torch.nn.Module) -> PerNetworkBest | None:
+    """The --fitness per-network tracker, or None for the other criteria; refused for a model with shared parts."""
+    if getattr(opt, "fitness", "detection") != "per-network":
+        return None
+    parts = getattr(de_parallel(model), "independent_parts", None)
+    if not parts:
+        raise SystemExit(f"--fitness per-network: {type(de_parallel(model)).__name__} has no independent networks")
+    return PerNetworkBest(parts)
 
 
-def best_checkpoint_epoch(epoch_records: list[dict]) -> int | None:
-    """The epoch best.pt was saved at, replayed from training_history.json's epoch records (the final
-    checkpoint is stripped to epoch -1, as YOLOv5 does, so it cannot say)."""
-    best_fitness, chosen = 0.0, None
-    for record in epoch_records:
-        fit, validated = record.get("fitness"), record.get("validated", True)
-        if fit is None:
-            continue
-        if improves_best(fit, best_fitness, validated):
-            chosen = record["epoch"]
-        if validated and fit > best_fitness:
-            best_fitness = fit
-    return chosen
+def part_fitness(detection_fit: float, view: dict | None) -> dict[str, float]:
+    """Per-network fitness for --fitness per-network: the detector's YOLOv5 fitness, the classifier's view
+    balanced accuracy (the view half of --fitness joint)."""
+    return {"detector": float(detection_fit), "classifier": float((view or {}).get("view_balanced_accuracy", 0.0))}
+
+
+def per_network_checkpoint(ckpt: dict, best_parts: PerNetworkBest) -> dict:
+    """best.pt of a per-network run: the EMA with each network from its best epoch, no optimizer (the
+    networks come from different steps; --resume reads last.pt)."""
+    weights = best_parts.merged(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
+    return {**ckpt, "model": weights, "ema": weights, "optimizer": None, "best_parts": best_parts.state_dict()}
+
+
+def best_ema_state(path: Path) -> dict | None:
+    """The inference weights of an existing best.pt (a resumed per-network run keeps its networks' bests)."""
+    return inference_state(load_checkpoint(path)) if path.is_file() else None
 
 
 def setup_run(opt: argparse.Namespace, ctx: DistContext = DistContext()) -> tuple[argparse.Namespace, dict, RunFolder]:
@@ -237,6 +245,10 @@ def setup_run(opt: argparse.Namespace, ctx: DistContext = DistContext()) -> tupl
     check_unsupported(opt)
     if getattr(opt, "fitness", "detection") not in FITNESS_CHOICES:
         raise SystemExit(f"--fitness {opt.fitness}: expected one of {', '.join(FITNESS_CHOICES)}")
+    if opt.fitness == "per-network" and getattr(opt, "script", "train.py") != "train_dual.py":
+        raise SystemExit(f"--fitness per-network: keeps each independent network at its own best epoch, which "
+                         f"needs train_dual.py ({getattr(opt, 'script', 'train.py')} trains one shared network); "
+                         f"use --fitness detection or joint")
     if opt.resume:
         opt, hyp = restore_resume_options(opt)
     else:
@@ -371,9 +383,12 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
     ema = ModelEMA(model)
     balancer = (make_balancer or balancer_factory(opt))(hyp, task.task_names, model)
 
+    best_parts = per_network_best(opt, model)
     start_epoch, best_fitness = 0, 0.0
     if ckpt is not None and opt.resume:
         start_epoch, best_fitness = resume_state(ckpt, optimizers, ema, balancer, opt)
+        if best_parts is not None:
+            best_parts.load_state_dict(ckpt.get("best_parts") or {}, best_ema_state(run.best))
 
     train_loader, dataset = create_dataloader(
         data["train"], imgsz, rank_batch_size, grid_stride, single_cls=opt.single_cls, hyp=hyp, augment=True,
@@ -503,6 +518,10 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
             improved = improves_best(fit, best_fitness, validated)
             if validated and fit > best_fitness:
                 best_fitness, best_epoch = fit, epoch
+            parts_fit = part_fitness(fit, view_val) if best_parts is not None else None
+            if best_parts is not None:  # best.pt: each network at its own best epoch
+                improved = best_parts.update(epoch, parts_fit, ema.ema.state_dict(), validated)
+                best_epoch = max(best_epoch, best_parts.last_improved_epoch)
             train_losses = mean_loss.tolist()
             row = [*train_losses[:3], *results, *next(iter(lrs.values()))]  # x/lr0-2: the (detection) model's groups
             if task.view_names:
@@ -510,6 +529,8 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
                 row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in view_cols), *balancer.weights.tolist()]
             append_results_row(run.results_csv, epoch, row, task.results_keys)
             record = epoch_record(epoch, task, train_losses, balancer, lrs, results, view_val, t_epoch, fit)
+            if parts_fit is not None:
+                record["part_fitness"] = parts_fit
             record.update(elapsed_s=round(time.time() - t_start, 3), train_s=round(train_s, 3),
                           validated=validated,  # time-to-accuracy curves
                           skipped_steps=skipped_steps)  # non-finite losses so far (steps skipped, run continued)
@@ -522,11 +543,13 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
                     optimizer_state={name: o.state_dict() for name, o in optimizers.items()}, opt=vars(opt), hyp=hyp,
                     extra={"skipped_steps": skipped_steps, "last_opt_step": last_opt_step, "results": list(results),
                            "view_names": task.view_names,
-                           "balancer": balancer.state_dict()},
+                           "balancer": balancer.state_dict(),
+                           **({"best_parts": best_parts.state_dict()} if best_parts is not None else {})},
                 )
                 save_checkpoint(ckpt_out, run.last)
                 if improved:
-                    save_checkpoint(ckpt_out, run.best)
+                    save_checkpoint(ckpt_out if best_parts is None else per_network_checkpoint(ckpt_out, best_parts),
+                                    run.best)
                 if opt.save_period > 0 and epoch % opt.save_period == 0:
                     save_checkpoint(ckpt_out, run.weights / f"epoch{epoch}.pt")
         stop = broadcast_object(stop)  # every rank leaves the loop together
