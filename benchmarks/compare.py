@@ -76,9 +76,9 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
+from utils.best_checkpoint import best_checkpoint_epoch  # noqa: E402
 from utils.cli import train_parser  # noqa: E402
 from utils.dataset_yaml import DatasetError, _find_yaml  # noqa: E402
-from utils.best_checkpoint import best_checkpoint_epoch  # noqa: E402
 from utils.engine import MIXING_AUGMENTATIONS, load_hyp  # noqa: E402
 from utils.files import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.interference import OVERALL, summarize_interference  # noqa: E402

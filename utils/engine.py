@@ -518,8 +518,9 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
             improved = improves_best(fit, best_fitness, validated)
             if validated and fit > best_fitness:
                 best_fitness, best_epoch = fit, epoch
-            parts_fit = part_fitness(fit, view_val) if best_parts is not None else None
+            parts_fit = None
             if best_parts is not None:  # best.pt: each network at its own best epoch
+                parts_fit = part_fitness(fit, view_val)
                 improved = best_parts.update(epoch, parts_fit, ema.ema.state_dict(), validated)
                 best_epoch = max(best_epoch, best_parts.last_improved_epoch)
             train_losses = mean_loss.tolist()
