@@ -9,8 +9,8 @@ import torch
 
 import train
 import train_dual
-from utils import engine
 from tests.helpers import med_subset_yaml
+from utils import engine
 from utils.best_checkpoint import PerNetworkBest, best_checkpoint_epoch, improves_best
 
 

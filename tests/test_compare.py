@@ -528,7 +528,7 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     by_name = {r["strategy"]: r for r in rows}
     assert by_name["detection_only"]["view_accuracy"] == "" and by_name["fixed_w1"]["view_accuracy"] != ""
     assert float(by_name["dual"]["parameters"]) > float(by_name["fixed_w1"]["parameters"])
-    assert all(r["best_epoch"] in {"0", "1"} for r in rows), "read from each best.pt"
+    assert all(r["best_epoch"] in {"0", "1"} for r in rows), "replayed from each run's history"
     assert by_name["detection_only"]["view_accuracy_peak"] == "" and by_name["dual"]["view_accuracy_peak"] != ""
     assert all(r["test_mAP50"] == r["mAP50"] for r in rows), "test lists the val images here: same figures"
     assert by_name["fixed_w1"]["test_view_accuracy"] == by_name["fixed_w1"]["view_accuracy"] != ""

@@ -24,4 +24,3 @@ def test_clip_gradients_single_optimizer_is_global_clip():
     a, b = _param_with_grad([30.0]), _param_with_grad([40.0])  # joint norm 50
     clip_gradients({"model": torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=0.1)}, max_norm=10.0)
     assert torch.allclose(torch.cat([a.grad, b.grad]), torch.tensor([6.0, 8.0]), atol=1e-4)
-

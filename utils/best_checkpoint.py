@@ -3,7 +3,7 @@
 A joint model shares parameters, so one epoch has to serve both tasks and best.pt follows one fitness
 (YOLOv5's detection fitness unless --fitness joint). train_dual.py's detector and classifier share
 nothing, so each can be kept at the epoch its own task peaked (--fitness per-network, its default):
-exactly what training the two separately would give, at no cost to the other.
+as two separate trainings would each keep their own best, at no cost to the other.
 """
 from __future__ import annotations
 
