@@ -28,9 +28,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
+from utils.cli import OptionError
 from utils.dataloaders import train_sampler
 from utils.distributed import (DistContext, all_reduce_mean, any_rank, broadcast_object, check_ranks_agree,
-                               context_from_env, per_rank_batch_size)
+                               context_from_env, per_rank_batch_size, rank_device, setup_distributed)
+from utils.logger import LOGGER
 
 ROOT = Path(__file__).resolve().parents[1]
 MED = ROOT.parent / "shared" / "datasets" / "Regurgitation-YOLODataset-1new"
@@ -82,6 +84,43 @@ def test_sampler_order_changes_with_the_epoch_and_repeats_for_the_same_epoch():
     second = list(s)
     s.set_epoch(0)
     assert list(s) == first != second
+
+
+def test_each_rank_takes_its_own_gpu_from_the_device_flag():
+    """YOLOv5: `torchrun --nproc_per_node 2 train.py --device 2,3` trains on GPUs 2 and 3."""
+    assert rank_device("2,3", 0, cuda_count=4) == torch.device("cuda", 2)
+    assert rank_device("cuda:2, 3", 1, cuda_count=4) == torch.device("cuda", 3)
+    assert rank_device("", 1, cuda_count=2) == torch.device("cuda", 1)  # no flag: LOCAL_RANK-th GPU
+    assert rank_device("", 1, cuda_count=0) == torch.device("cpu")  # no GPU: gloo on the CPU
+    assert rank_device("cpu", 1, cuda_count=4) == torch.device("cpu")
+    with pytest.raises(OptionError, match="LOCAL_RANK 2 has no GPU: --device '2,3' lists 2"):
+        rank_device("2,3", 2, cuda_count=4)
+    with pytest.raises(OptionError, match="LOCAL_RANK 2 has no GPU: this machine has 2"):
+        rank_device("", 2, cuda_count=2)
+    with pytest.raises(OptionError, match="'0,1' requested, 0 CUDA device"):  # not a silent fall-back to the CPU
+        rank_device("0,1", 0, cuda_count=0)
+    with pytest.raises(OptionError, match="listed twice"):
+        rank_device("1,1", 0, cuda_count=2)
+    with pytest.raises(OptionError, match="DDP runs on CUDA"):
+        rank_device("mps", 0, cuda_count=0)
+
+
+def test_a_cuda_rank_pins_its_gpu_and_joins_with_nccl(monkeypatch):
+    """The NCCL path without GPUs: which device is pinned and which backend is asked for."""
+    calls = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.setdefault("set_device", d))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls.setdefault("backend", backend))
+    monkeypatch.setattr(dist, "get_backend", lambda: calls["backend"])
+    level = LOGGER.level
+    try:
+        device = setup_distributed(DistContext(rank=1, local_rank=1, world_size=2), "2,3", batch_size=16)
+    finally:
+        LOGGER.setLevel(level)  # rank 1 quiets the logger: give the other tests theirs back
+    assert device == calls["set_device"] == torch.device("cuda", 3)
+    assert calls["backend"] == "nccl"
 
 
 # ----------------------------------------------------------------------------- collectives (2 gloo processes)

@@ -18,7 +18,9 @@ from typing import Any, Mapping
 import torch
 import torch.distributed as dist
 
+from utils.cli import OptionError
 from utils.logger import LOGGER
+from utils.torch_utils import parse_device, visible_cuda_devices
 
 # Rank 0 validates and saves between epochs while the others wait in the next all-reduce; a long
 # validation must not trip the collective timeout (YOLOv5 allows 3 hours too).
@@ -64,6 +66,24 @@ def per_rank_batch_size(total: int, ctx: DistContext) -> int:
     return total // ctx.world_size
 
 
+def rank_device(device_flag: str, local_rank: int, cuda_count: int) -> torch.device:
+    """This rank's device: the LOCAL_RANK-th GPU that --device lists (every GPU for ''), or the CPU.
+
+    As in YOLOv5, `torchrun --nproc_per_node 2 train.py --device 2,3` trains on GPUs 2 and 3, not
+    0 and 1, which on a shared machine may be somebody else's. Pure, so it is tested without GPUs.
+    """
+    choice = parse_device(device_flag, cuda_count)
+    if choice == "cpu":
+        return torch.device("cpu")
+    if choice == "mps":
+        raise OptionError(f"Invalid --device '{device_flag}' for torchrun: DDP runs on CUDA (NCCL) or the CPU (gloo)")
+    if local_rank >= len(choice):
+        listed = f"--device '{device_flag}' lists" if str(device_flag).strip() else "this machine has"
+        raise OptionError(f"LOCAL_RANK {local_rank} has no GPU: {listed} {len(choice)}; "
+                          f"use --nproc_per_node {len(choice)} or list more GPUs")
+    return torch.device("cuda", choice[local_rank])
+
+
 def setup_distributed(ctx: DistContext, device_flag: str, batch_size: int) -> torch.device:
     """Join the process group (NCCL on a CUDA device, gloo otherwise) and return this rank's device.
 
@@ -72,18 +92,11 @@ def setup_distributed(ctx: DistContext, device_flag: str, batch_size: int) -> to
     per_rank_batch_size(batch_size, ctx)
     if not ctx.is_main:
         LOGGER.setLevel(logging.WARNING)
-    flag = str(device_flag).strip().lower()
-    use_cuda = torch.cuda.is_available() and flag not in ("cpu", "mps")
-    if use_cuda:
-        if ctx.local_rank >= torch.cuda.device_count():
-            raise SystemExit(f"LOCAL_RANK {ctx.local_rank}: only {torch.cuda.device_count()} CUDA devices visible; "
-                             "use --nproc_per_node <= the number of GPUs")
-        torch.cuda.set_device(ctx.local_rank)
-        device = torch.device("cuda", ctx.local_rank)
-    else:
-        device = torch.device("cpu")
+    device = rank_device(device_flag, max(ctx.local_rank, 0), visible_cuda_devices())
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
     LOGGER.info(f"DDP: {ctx.world_size} processes, backend {dist.get_backend()}, rank 0 on {device}, "
                 f"batch {batch_size // ctx.world_size} per process")
     return device

@@ -21,49 +21,67 @@ PARAM_GROUP_NAMES = ("bias", "norm_weight", "weight")
 _OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 
-def select_device(device: str = "", batch_size: int = 0) -> torch.device:
-    """Turn a --device flag ('', 'cpu', '0', '0,1', 'cuda:0') into a torch.device, failing clearly.
+def parse_device(device: str = "", cuda_count: int = 0) -> str | list[int]:
+    """What a --device flag asks for: 'cpu', 'mps' or a list of CUDA indices, checked against cuda_count.
 
-    With several GPUs listed the first is returned (multi-GPU training is driven elsewhere);
-    the batch size must then split evenly over them.
+    '' means every visible GPU, or the CPU when there is none. Pure, so the rules are tested without
+    GPUs; a bad flag raises OptionError naming the value.
     """
     flag = str(device).strip().lower().replace("cuda:", "").replace(" ", "")
-    version = f"YOLOv5-compatible 🚀 torch-{torch.__version__}"
-    if flag == "cpu":
-        LOGGER.info(f"{version} CPU")
-        return torch.device("cpu")
-    if flag == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise OptionError(f"Invalid --device '{device}': MPS is not available, use --device cpu")
-        LOGGER.info(f"{version} MPS")
-        return torch.device("mps")
+    if flag in ("cpu", "mps"):
+        return flag
     if flag in ("", "cuda"):
-        if not torch.cuda.is_available():
+        if cuda_count == 0:
             if flag == "cuda":
                 raise OptionError(f"Invalid CUDA --device '{device}' requested: CUDA is not available, use --device cpu")
-            LOGGER.info(f"{version} CPU")
-            return torch.device("cpu")
-        flag = "0"
+            return "cpu"
+        return list(range(cuda_count))
     try:
         indices = [int(part) for part in flag.split(",") if part != ""]
     except ValueError:
         raise OptionError(f"Invalid --device '{device}': expected '', 'cpu' or CUDA indices like '0' or '0,1'") from None
     if not indices:
         raise OptionError(f"Invalid --device '{device}': expected '', 'cpu' or CUDA indices like '0' or '0,1'")
-    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if any(i < 0 or i >= available for i in indices):
+    if any(i < 0 or i >= cuda_count for i in indices):
         raise OptionError(
-            f"Invalid CUDA --device '{device}' requested, {available} CUDA device(s) visible; "
+            f"Invalid CUDA --device '{device}' requested, {cuda_count} CUDA device(s) visible; "
             "use --device cpu or valid CUDA indices"
         )
-    if len(indices) > 1 and batch_size > 0 and batch_size % len(indices) != 0:
-        raise OptionError(f"--batch-size {batch_size} is not a multiple of the {len(indices)} GPUs in --device '{device}'")
+    if len(set(indices)) != len(indices):
+        raise OptionError(f"Invalid --device '{device}': a GPU is listed twice")
+    return indices
+
+
+def visible_cuda_devices() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def select_device(device: str = "", batch_size: int = 0) -> torch.device:
+    """Turn a --device flag ('', 'cpu', '0', '0,1', 'cuda:0') into a torch.device, failing clearly.
+
+    With several GPUs listed the first is returned (multi-GPU training is driven elsewhere);
+    the batch size must then split evenly over them.
+    """
+    version = f"YOLOv5-compatible 🚀 torch-{torch.__version__}"
+    choice = parse_device(device, visible_cuda_devices())
+    if choice == "cpu":
+        LOGGER.info(f"{version} CPU")
+        return torch.device("cpu")
+    if choice == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise OptionError(f"Invalid --device '{device}': MPS is not available, use --device cpu")
+        LOGGER.info(f"{version} MPS")
+        return torch.device("mps")
+    if str(device).strip().lower() in ("", "cuda"):
+        choice = choice[:1]  # YOLOv5: no flag means the first GPU
+    if len(choice) > 1 and batch_size > 0 and batch_size % len(choice) != 0:
+        raise OptionError(f"--batch-size {batch_size} is not a multiple of the {len(choice)} GPUs in --device '{device}'")
     descriptions = []
-    for i in indices:
+    for i in choice:
         props = torch.cuda.get_device_properties(i)
         descriptions.append(f"CUDA:{i} ({props.name}, {props.total_memory / (1 << 20):.0f}MiB)")
     LOGGER.info(f"{version} " + ", ".join(descriptions))
-    return torch.device(f"cuda:{indices[0]}")
+    return torch.device(f"cuda:{choice[0]}")
 
 
 def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
