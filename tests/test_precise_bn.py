@@ -1,30 +1,18 @@
-"""--precise-bn: BatchNorm statistics recomputed for the weights that are validated and saved."""
+"""utils/precise_bn.py and benchmarks/precise_bn.py: BatchNorm statistics recomputed for the weights evaluated."""
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 
-import train
 from tests.helpers import med_subset_yaml
-from utils import engine
-from utils.cli import OptionError
-from utils.precise_bn import RecentBatches, recalibrate_batchnorm
+from utils.precise_bn import recalibrate_batchnorm
 
-
-def test_recent_batches_keep_the_last_images_of_the_epoch():
-    recent = RecentBatches(6)
-    for value in range(4):  # four batches of 4 images: 16 images
-        recent.add(torch.full((4, 1), value))
-    assert recent.images == 8, "dropping batch 2 would leave 4 < 6 images"
-    assert [int(b[0, 0]) for b in recent] == [2, 3]
-    recent.clear()
-    assert recent.images == 0 and list(recent) == []
-    with pytest.raises(ValueError):
-        RecentBatches(0)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import precise_bn as benchmark  # noqa: E402
 
 
 def _net() -> nn.Sequential:
@@ -70,33 +58,22 @@ def test_recalibration_leaves_an_eval_model_in_eval_mode():
     assert not any(m.training for m in net.modules())
 
 
-def test_negative_precise_bn_is_refused():
-    with pytest.raises(OptionError, match="--precise-bn -1"):
-        engine.recent_batches_for_precise_bn(train.parse_opt(["--precise-bn", "-1"]), _net(), main=True)
-    assert engine.recent_batches_for_precise_bn(train.parse_opt([]), _net(), main=True) is None  # off by default
+def test_benchmark_compares_each_epoch_as_saved_and_recalibrated(tmp_path, med_root):
+    """One 2-epoch run with --save-period 1; the benchmark validates both epochs twice and the
+    columns differ only through the statistics (the as-saved column matches the run's own results)."""
+    import train
 
-
-def test_the_saved_ema_carries_the_statistics_validation_used(tmp_path, med_root, monkeypatch):
-    """Wiring: before each validation the EMA model is recalibrated on the epoch's last N images, and
-    the checkpoint written after it holds exactly those statistics."""
-    calls = []
-
-    def spy(model, batches, prepare):
-        seen = recalibrate_batchnorm(model, batches, prepare)
-        calls.append((seen, {k: v.clone() for k, v in model.state_dict().items() if k.endswith("running_mean")}))
-        return seen
-
-    monkeypatch.setattr(engine, "recalibrate_batchnorm", spy)
-    data = med_subset_yaml(tmp_path, med_root)  # 8 images, batch 4: two batches per epoch
-    result = train.main(train.parse_opt([
+    data = med_subset_yaml(tmp_path, med_root)
+    run = Path(train.main(train.parse_opt([
         "--data", str(data), "--epochs", "2", "--project", str(tmp_path / "runs"), "--cfg", "models/yolov5n.yaml",
         "--img", "96", "--batch-size", "4", "--workers", "0", "--noautoanchor", "--noplots", "--weights", "",
-        "--hyp", "hyp.medical.yaml", "--precise-bn", "5"]))
-    assert [seen for seen, _ in calls] == [8, 8], "5 images asked: the last two batches of 4 hold them"
-    history = json.loads((Path(result["save_dir"]) / "training_history.json").read_text())["epochs"]
-    assert all(0 < e["precise_bn_s"] < e["time_s"] for e in history)
-    saved = torch.load(Path(result["save_dir"]) / "weights" / "last.pt", weights_only=True)["model"]
-    final = calls[-1][1]
-    assert len(final) > 50
-    for key, value in final.items():
-        assert torch.equal(saved[key], value), key
+        "--hyp", "hyp.medical.yaml", "--save-period", "1"]))["save_dir"])
+    table = benchmark.main(["--run", str(run), "--data", str(data), "--img", "96", "--images", "8",
+                            "--batch-size", "4", "--out", str(tmp_path / "out")])
+    assert table["epoch"].tolist() == [0, 1]
+    assert (tmp_path / "out" / "precise_bn.csv").is_file() and (tmp_path / "out" / "precise_bn.png").is_file()
+    history = [line.split(",") for line in (run / "results.csv").read_text().splitlines()]
+    header = [h.strip() for h in history[0]]
+    run_view = [float(row[header.index("metrics/view_accuracy")]) for row in history[1:]]
+    # epoch<N>.pt is written after that epoch's validation, so "as saved" is what the run validated
+    assert table["view_accuracy_as_saved"].round(4).tolist() == [round(v, 4) for v in run_view]

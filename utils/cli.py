@@ -37,9 +37,6 @@ def train_parser(description: str = "Train a YOLOv5-compatible detector") -> arg
                    help="train in channels_last (NHWC) memory format: faster convolutions on CPUs (oneDNN)")
     p.add_argument("--val-period", type=int, default=1,
                    help="validate every N epochs (and the final one); results.csv repeats the last validation between")
-    p.add_argument("--precise-bn", type=int, default=0, metavar="N",
-                   help="before each validation recompute the BatchNorm statistics of the EMA model on the epoch's "
-                        "last N training images (0 = off, YOLOv5's behaviour); see utils/precise_bn.py")
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
     p.add_argument("--evolve", type=int, nargs="?", const=300, help="not supported in this project")

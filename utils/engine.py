@@ -23,7 +23,7 @@ from models.yolo import DetectionModel, ModelOutputs
 from models.yolo_cls import JointModel, build_model, shared_parameters, view_loss
 from utils.autoanchor import check_anchors
 from utils.checkpoints import build_checkpoint, inference_state, load_checkpoint, save_checkpoint, strip_optimizer
-from utils.cli import OptionError, check_unsupported, resolve_path
+from utils.cli import check_unsupported, resolve_path
 from utils.dataloaders import create_dataloader
 from utils.dataset_yaml import check_dataset
 from utils.distributed import (DistContext, all_reduce_mean, any_rank, broadcast_object,
@@ -39,7 +39,6 @@ from utils.model_loading import load_inference_model
 from utils.paths import ROOT, increment_path
 from utils.interference import InterferenceMonitor
 from utils.plots import plot_gradnorm, plot_images, plot_interference, plot_labels, plot_results
-from utils.precise_bn import RecentBatches, recalibrate_batchnorm
 from utils.synthetic import ensure_synthetic
 from utils.torch_utils import PARAM_GROUP_NAMES, ModelEMA, de_parallel, init_seeds, linear_lr, one_cycle, select_device, smart_optimizer
 from utils.validation import evaluate
@@ -365,7 +364,6 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
 
     model, ckpt = (make_model or build_training_model)(opt, task.nc, task.names, task.n_views, device)
     model = sync_batchnorm(model, bool(getattr(opt, "sync_bn", False)), ctx, device)
-    recent = recent_batches_for_precise_bn(opt, model, main)
     model.info()
     channels_last = bool(getattr(opt, "channels_last", False))
     if channels_last:  # NHWC: about 20 % faster forward+backward on this CPU (oneDNN); same model, float rounding may differ
@@ -453,13 +451,11 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)  # the epoch's own order: the same on every rank and after a resume
         bar = tqdm(enumerate(train_loader), total=batches, bar_format="{l_bar}{bar:10}{r_bar}", disable=not main)
-        if recent is not None:
-            recent.clear()  # this epoch's images only
         for i, (imgs, targets, views, paths, _shapes) in bar:
             ni = i + batches * epoch
-            if recent is not None:
-                recent.add(imgs)
-            imgs = prepare_images(imgs, device, channels_last)
+            imgs = imgs.to(device, non_blocking=True).float() / 255
+            if channels_last:
+                imgs = imgs.contiguous(memory_format=torch.channels_last)
             targets, views = targets.to(device), views.to(device)
             if ni <= warmup_iters:
                 accumulate = warmup(optimizers, ni, warmup_iters, epoch, lf, hyp, batch_size)
@@ -514,10 +510,6 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
             val_period = max(int(getattr(opt, "val_period", 1) or 1), 1)
             validated = final_epoch or (not opt.noval and (epoch + 1) % val_period == 0)
             if validated:
-                if recent is not None:  # --precise-bn: statistics of the weights about to be validated and saved
-                    t_bn = time.time()
-                    recalibrate_batchnorm(ema.ema, recent, lambda x: prepare_images(x, device, channels_last))
-                    precise_bn_s = time.time() - t_bn
                 val = evaluate(ema.ema, val_loader, names=task.names, device=device, single_cls=opt.single_cls,
                                compute_loss=compute_loss, save_dir=run.save_dir, plots=False, training=True,
                                view_names=task.view_names)
@@ -540,8 +532,6 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
             record = epoch_record(epoch, task, train_losses, balancer, lrs, results, view_val, t_epoch, fit)
             if parts_fit is not None:
                 record["part_fitness"] = parts_fit
-            if recent is not None and validated:
-                record["precise_bn_s"] = round(precise_bn_s, 3)  # the recalibration's cost, inside time_s
             record.update(elapsed_s=round(time.time() - t_start, 3), train_s=round(train_s, 3),
                           validated=validated,  # time-to-accuracy curves
                           skipped_steps=skipped_steps)  # non-finite losses so far (steps skipped, run continued)
@@ -579,24 +569,6 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
     if plots and history.data["interference"]:
         plot_interference(history.path)
     return {"results": final, "save_dir": str(run.save_dir), "skipped_steps": skipped_steps}
-
-
-def prepare_images(imgs: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """A loader batch (uint8 0-255) as the model's input: float 0-1 on the device, NHWC if asked."""
-    imgs = imgs.to(device, non_blocking=True).float() / 255
-    return imgs.contiguous(memory_format=torch.channels_last) if channels_last else imgs
-
-
-def recent_batches_for_precise_bn(opt: argparse.Namespace, model: torch.nn.Module, main: bool) -> RecentBatches | None:
-    """--precise-bn N: keep the epoch's last N training images (rank 0, which validates); None when off."""
-    images = int(getattr(opt, "precise_bn", 0) or 0)
-    if images < 0:
-        raise OptionError(f"--precise-bn {images}: must be >= 0 (0 = off)")
-    if images == 0 or not main:
-        return None
-    if any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()):
-        raise OptionError("--precise-bn cannot be combined with --sync-bn under torchrun: rank 0 recalibrates alone")
-    return RecentBatches(images)
 
 
 def task_losses(outputs: ModelOutputs, targets: torch.Tensor, views: torch.Tensor, compute_loss: ComputeLoss,
