@@ -2,14 +2,14 @@
 
 Takes a run trained with --save-period 1 (weights/epoch*.pt), validates every epoch's EMA
 weights twice on the dataset's val split: with the BatchNorm statistics the checkpoint holds,
-and after recomputing them on N training images (utils/precise_bn.py, as --precise-bn does).
+and after recomputing them on N training images (utils/precise_bn.py).
 The weights are the same in both columns, so the difference is the statistics alone. Writes
 precise_bn.csv and precise_bn.png into --out and prints the table.
 
     python benchmarks/precise_bn.py --run runs/train/exp --data data/med.yaml --img 320
 
 The recalibration images are the first N of the train split in a seeded shuffle, without
-augmentation (training recalibrates on the epoch's last N augmented images instead).
+augmentation.
 """
 from __future__ import annotations
 
@@ -54,13 +54,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--run", type=Path, required=True, help="run folder with weights/epoch*.pt")
     p.add_argument("--data", required=True, help="dataset YAML: its val split is validated, its train split recalibrates")
     p.add_argument("--img", type=int, default=320)
-    p.add_argument("--images", type=int, default=256, help="training images to recalibrate on (as --precise-bn N)")
+    p.add_argument("--images", type=int, default=256, help="training images to recalibrate on")
     p.add_argument("--batch-size", type=int, default=16, help="recalibration batch (the training batch)")
     p.add_argument("--out", type=Path, default=None, help="folder for precise_bn.csv/.png (default: --run)")
     opt = p.parse_args(argv)
     out = opt.out or opt.run
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
 
     data = check_dataset(opt.data)
     view_names = data.get("cls_names")

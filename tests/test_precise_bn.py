@@ -28,7 +28,6 @@ def test_recalibration_averages_each_batch_statistics_at_the_current_weights():
         bn.running_mean.fill_(50.0)
         bn.running_var.fill_(0.01)
     net.train()
-    net[3].train()
     seen = recalibrate_batchnorm(net, batches, prepare=lambda x: x)
     assert seen == 12
 

@@ -4,7 +4,7 @@ The sync itself needs CUDA and 2+ processes (NCCL), which CI does not have. What
 the rest of the pipeline a converted model goes through: in one process SyncBatchNorm has no one
 to sync with and normalises exactly like BatchNorm2d, so a training run with every BatchNorm
 converted must reproduce the plain run bit for bit. Any step that treats SyncBatchNorm as
-something else (weight decay on its weights, EMA, fusing for validation, checkpoint keys) breaks
+something else (weight decay on its weights, EMA, validation, checkpoint keys) breaks
 that equality.
 """
 from __future__ import annotations
