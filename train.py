@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from utils.cli import run_or_exit, train_parser
-from utils.engine import train
+from utils.training.engine import train
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

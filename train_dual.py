@@ -17,10 +17,10 @@ import torch
 from models.yolo_cls import DEFAULT_CLS_CFG, DualModel
 from utils.checkpoints import inference_state, load_checkpoint
 from utils.cli import resolve_path, run_or_exit, train_parser
-from utils.engine import build_training_model, train
 from utils.logger import LOGGER
 from utils.paths import ROOT
 from utils.torch_utils import smart_optimizer
+from utils.training.engine import build_training_model, train
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

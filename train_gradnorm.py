@@ -13,10 +13,10 @@ import torch
 
 from models.yolo_cls import JointModel, last_shared_weight
 from utils.cli import run_or_exit, train_parser
-from utils.engine import train
-from utils.gradnorm import GradNorm
 from utils.logger import LOGGER
 from utils.torch_utils import de_parallel
+from utils.training.engine import train
+from utils.training.gradnorm import GradNorm
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

@@ -8,15 +8,15 @@ import argparse
 from pathlib import Path
 
 from utils.cli import resolve_path, run_or_exit
-from utils.dataloaders import create_dataloader
-from utils.dataset_yaml import check_dataset
-from utils.engine import check_img_size
+from utils.data.dataset_yaml import check_dataset
+from utils.data.loaders import create_dataloader
+from utils.data.synthetic import ensure_synthetic
+from utils.evaluation.validation import DetectionResult, evaluate
 from utils.logger import LOGGER
 from utils.model_loading import load_inference_model
 from utils.paths import ROOT, increment_path
-from utils.synthetic import ensure_synthetic
 from utils.torch_utils import select_device
-from utils.validation import DetectionResult, evaluate
+from utils.training.engine import check_img_size
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

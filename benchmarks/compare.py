@@ -76,12 +76,12 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from utils.best_checkpoint import best_checkpoint_epoch  # noqa: E402
 from utils.cli import train_parser  # noqa: E402
-from utils.dataset_yaml import DatasetError, _find_yaml  # noqa: E402
-from utils.engine import MIXING_AUGMENTATIONS, load_hyp  # noqa: E402
+from utils.data.dataset_yaml import DatasetError, _find_yaml  # noqa: E402
 from utils.files import write_json_atomic, write_text_atomic  # noqa: E402
-from utils.interference import OVERALL, summarize_interference  # noqa: E402
+from utils.training.best_checkpoint import best_checkpoint_epoch  # noqa: E402
+from utils.training.engine import MIXING_AUGMENTATIONS, load_hyp  # noqa: E402
+from utils.training.interference import OVERALL, summarize_interference  # noqa: E402
 
 ADAPTIVE = ("gradnorm", "uncertainty", "pcgrad")
 DEFAULT_VIEW_WEIGHTS = (0.1, 0.3, 1.0, 3.0)
@@ -450,13 +450,13 @@ def evaluate_checkpoint(weights: Path, data_yaml: Path, settings: EvalSettings) 
     Where the YAML also names a test split (utils.split writes one), its metrics are added with the
     test_ prefix: the report picks the best fixed weight on val and compares the strategies on test.
     """
-    from utils.dataloaders import create_dataloader
-    from utils.dataset_yaml import check_dataset
-    from utils.engine import check_img_size
+    from utils.data.dataset_yaml import check_dataset
+    from utils.data.loaders import create_dataloader
+    from utils.data.synthetic import ensure_synthetic
+    from utils.evaluation.validation import evaluate
     from utils.model_loading import load_inference_model
-    from utils.synthetic import ensure_synthetic
     from utils.torch_utils import select_device
-    from utils.validation import evaluate
+    from utils.training.engine import check_img_size
 
     device = select_device(settings.device, batch_size=settings.batch_size)
     ensure_synthetic(data_yaml)
@@ -1000,7 +1000,7 @@ def interference_table(stage_aggs: dict[str, dict[str, dict[str, Stat]]]) -> str
 NOTES = """\
 How to read this:
 - Metrics: each run's best.pt (last.pt when the run wrote no best.pt) evaluated on the split's val set with
-  utils.validation.evaluate (as val.py: conf 0.001, IoU 0.6, rect batches of 32). F1 = 2PR/(P+R) of the
+  utils.evaluation.validation.evaluate (as val.py: conf 0.001, IoU 0.6, rect batches of 32). F1 = 2PR/(P+R) of the
   overall P and R. mean ± sample sd over seeds; one seed shows the value alone. best.pt is picked on val, so
   val figures lean optimistic; where the split has a test set (utils.split writes one) the same checkpoint is
   also evaluated there, and the comparison sentences use test.

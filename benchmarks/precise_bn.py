@@ -2,7 +2,7 @@
 
 Takes a run trained with --save-period 1 (weights/epoch*.pt), validates every epoch's EMA
 weights twice on the dataset's val split: with the BatchNorm statistics the checkpoint holds,
-and after recomputing them on N training images (utils/precise_bn.py).
+and after recomputing them on N training images (utils/training/precise_bn.py).
 The weights are the same in both columns, so the difference is the statistics alone. Writes
 precise_bn.csv and precise_bn.png into --out and prints the table.
 
@@ -28,10 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 from models.yolo_cls import build_model  # noqa: E402
 from utils.checkpoints import inference_state, load_checkpoint  # noqa: E402
-from utils.dataloaders import create_dataloader, find_images  # noqa: E402
-from utils.dataset_yaml import check_dataset  # noqa: E402
-from utils.precise_bn import recalibrate_batchnorm  # noqa: E402
-from utils.validation import evaluate  # noqa: E402
+from utils.data.dataset_yaml import check_dataset  # noqa: E402
+from utils.data.loaders import create_dataloader  # noqa: E402
+from utils.data.sources import find_images  # noqa: E402
+from utils.evaluation.validation import evaluate  # noqa: E402
+from utils.training.precise_bn import recalibrate_batchnorm  # noqa: E402
 
 
 def epoch_checkpoints(run: Path) -> list[tuple[int, Path]]:

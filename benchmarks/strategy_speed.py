@@ -28,13 +28,13 @@ def measure(strategy: str, opt: argparse.Namespace, queue) -> None:
     """Child process: build the strategy, time `opt.steps` steps after 2 warm-up steps, report to the queue."""
 
     from models.yolo_cls import DualModel, JointModel, last_shared_weight
-    from utils.dataloaders import create_dataloader
-    from utils.dataset_yaml import check_dataset
-    from utils.engine import load_hyp, scale_hyp_for_model, task_losses
-    from utils.balancers import FixedWeights
-    from utils.gradnorm import GradNorm
-    from utils.loss import ComputeLoss
+    from utils.data.dataset_yaml import check_dataset
+    from utils.data.loaders import create_dataloader
     from utils.torch_utils import init_seeds, smart_optimizer
+    from utils.training.balancers import FixedWeights
+    from utils.training.engine import load_hyp, scale_hyp_for_model, task_losses
+    from utils.training.gradnorm import GradNorm
+    from utils.training.loss import ComputeLoss
 
     init_seeds(0)
     data = check_dataset(opt.data)

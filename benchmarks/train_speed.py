@@ -20,12 +20,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.yolo import DetectionModel  # noqa: E402
-from utils.dataloaders import create_dataloader  # noqa: E402
-from utils.dataset_yaml import check_dataset  # noqa: E402
-from utils.engine import NOMINAL_BATCH, load_hyp, scale_hyp_for_model  # noqa: E402
-from utils.loss import ComputeLoss  # noqa: E402
+from utils.data.dataset_yaml import check_dataset  # noqa: E402
+from utils.data.loaders import create_dataloader  # noqa: E402
+from utils.evaluation.validation import evaluate  # noqa: E402
 from utils.torch_utils import ModelEMA, init_seeds, smart_optimizer  # noqa: E402
-from utils.validation import evaluate  # noqa: E402
+from utils.training.engine import NOMINAL_BATCH, load_hyp, scale_hyp_for_model  # noqa: E402
+from utils.training.loss import ComputeLoss  # noqa: E402
 
 
 def parse_opt() -> argparse.Namespace:

@@ -23,10 +23,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.dataloaders import create_dataloader, find_images  # noqa: E402
-from utils.dataset_yaml import check_dataset  # noqa: E402
+from utils.data.dataset_yaml import check_dataset  # noqa: E402
+from utils.data.loaders import create_dataloader  # noqa: E402
+from utils.data.sources import find_images  # noqa: E402
+from utils.evaluation.view_metrics import compute_view_metrics  # noqa: E402
 from utils.model_loading import load_inference_model  # noqa: E402
-from utils.view_metrics import compute_view_metrics  # noqa: E402
 
 
 def patient_holdout(images: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:

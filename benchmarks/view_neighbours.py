@@ -42,10 +42,10 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.dataloaders import find_images  # noqa: E402
-from utils.dataset_yaml import check_dataset  # noqa: E402
-from utils.labels import img2label_paths, read_label_file  # noqa: E402
-from utils.view_metrics import compute_view_metrics, view_confusion  # noqa: E402
+from utils.data.dataset_yaml import check_dataset  # noqa: E402
+from utils.data.labels import img2label_paths, read_label_file  # noqa: E402
+from utils.data.sources import find_images  # noqa: E402
+from utils.evaluation.view_metrics import compute_view_metrics, view_confusion  # noqa: E402
 
 DEFAULT_EDGES = (-1.0, 0.90, 0.95, 0.97, 0.99, 1.0)  # correlation bin edges, ascending
 

@@ -6,8 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from utils.augmentations import augment_hsv, box_candidates, letterbox, mixup, random_perspective
 from utils.boxes import scale_boxes
+from utils.data.augmentations import augment_hsv, box_candidates, letterbox, mixup, random_perspective
 
 
 def gradient_image(h: int, w: int) -> np.ndarray:

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from models.yolo import DetectionModel
-from utils.autoanchor import best_possible_recall, check_anchors, kmean_anchors
-from utils.labels import read_label_file
+from utils.data.labels import read_label_file
 from utils.paths import ROOT
+from utils.training.autoanchor import best_possible_recall, check_anchors, kmean_anchors
 
 DEFAULT_ANCHORS_PX = np.array(
     [[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119], [116, 90], [156, 198], [373, 326]], dtype=float
@@ -45,7 +45,7 @@ def _med_train_dataset() -> SimpleNamespace:
 
 @pytest.mark.skipif(not MED_TRAIN.exists(), reason="shared med dataset not present")
 def test_default_anchors_fit_med_train_labels_at_320():
-    from utils.autoanchor import label_wh_pixels
+    from utils.training.autoanchor import label_wh_pixels
 
     dataset = _med_train_dataset()
     assert len(dataset.labels) == 1042

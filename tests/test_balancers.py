@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from utils.balancers import FixedWeights, fixed_weights_from_hyp
-from utils.history import TrainingHistory
+from utils.training.balancers import FixedWeights, fixed_weights_from_hyp
+from utils.training.history import TrainingHistory
 
 
 def test_fixed_weights_combine_is_weighted_sum():

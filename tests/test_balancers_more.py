@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from utils.balancers import PCGrad, UncertaintyWeighting, pcgrad_combine
+from utils.training.balancers import PCGrad, UncertaintyWeighting, pcgrad_combine
 
 TASKS = ("det", "view")
 

@@ -1,4 +1,4 @@
-"""utils/best_checkpoint.py: the best.pt rule, and best.pt with each independent network at its own best epoch."""
+"""utils/training/best_checkpoint.py: the best.pt rule, and best.pt with each independent network at its own best epoch."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import train
 import train_dual
 from tests.helpers import med_subset_yaml
 from utils import engine
-from utils.best_checkpoint import PerNetworkBest, best_checkpoint_epoch, improves_best
+from utils.training.best_checkpoint import PerNetworkBest, best_checkpoint_epoch, improves_best
 
 
 def test_best_checkpoint_epoch_replays_the_best_pt_rule():

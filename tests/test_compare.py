@@ -16,7 +16,7 @@ import yaml
 
 from benchmarks import compare as C
 from tests.helpers import med_subset_yaml
-from utils.dataset_yaml import check_dataset
+from utils.data.dataset_yaml import check_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

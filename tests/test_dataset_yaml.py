@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils.dataset_yaml import DatasetError, check_dataset
+from utils.data.dataset_yaml import DatasetError, check_dataset
 from utils.paths import ROOT
 
 MED = ROOT.parent / "shared" / "datasets" / "Regurgitation-YOLODataset-1new"

@@ -29,8 +29,8 @@ import torch.multiprocessing as mp
 import yaml
 
 from utils.cli import OptionError
-from utils.dataloaders import train_sampler
-from utils.distributed import (DistContext, all_reduce_mean, any_rank, broadcast_object, check_ranks_agree,
+from utils.data.loaders import train_sampler
+from utils.training.distributed import (DistContext, all_reduce_mean, any_rank, broadcast_object, check_ranks_agree,
                                context_from_env, per_rank_batch_size, rank_device, setup_distributed)
 from utils.logger import LOGGER
 

@@ -10,8 +10,8 @@ from torch import nn
 from models.common import Classify
 from models.yolo import ClassificationModel, DetectionModel, ModelOutputs
 from models.yolo_cls import DUAL_KEY, DualModel, JointModel, build_model, view_loss
-from utils.loss import ComputeLoss
 from utils.paths import ROOT
+from utils.training.loss import ComputeLoss
 
 NC, N_VIEWS = 4, 3
 

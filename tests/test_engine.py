@@ -1,7 +1,7 @@
-"""Training-loop helpers of utils/engine.py."""
+"""Training-loop helpers of utils/training/engine.py."""
 import torch
 
-from utils.engine import clip_gradients
+from utils.training.engine import clip_gradients
 
 
 def _param_with_grad(values):

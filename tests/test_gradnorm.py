@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils.gradnorm import GradNorm, gradnorm_weight_grad
+from utils.training.gradnorm import GradNorm, gradnorm_weight_grad
 
 
 def _scalar_tasks(w: nn.Parameter, scales: tuple[float, float]) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.yolo_cls import JointModel, shared_parameters
-from utils.interference import InterferenceMonitor, gradient_agreement, layer_stages, summarize_interference
+from utils.training.interference import InterferenceMonitor, gradient_agreement, layer_stages, summarize_interference
 
 
 def test_gradient_agreement_of_known_vectors():

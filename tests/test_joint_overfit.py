@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from models.yolo_cls import DualModel, JointModel, view_loss
-from utils.dataloaders import create_dataloader
-from utils.engine import load_hyp, scale_hyp_for_model
-from utils.loss import ComputeLoss
+from utils.data.loaders import create_dataloader
+from utils.evaluation.validation import evaluate
 from utils.torch_utils import init_seeds, smart_optimizer
-from utils.validation import evaluate
+from utils.training.engine import load_hyp, scale_hyp_for_model
+from utils.training.loss import ComputeLoss
 
 IMGSZ = 256
 STEPS = {"joint": 250, "dual": 400}  # the dual model's classifier learns from scratch with no detection features

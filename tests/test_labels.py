@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.labels import img2label_paths, parse_label_text, read_label_file, verify_image
+from utils.data.labels import img2label_paths, parse_label_text, read_label_file, verify_image
 
 SRC = "case.txt"
 MED_ROW = "3 0.389 0.415 0.522 0.415 0.522 0.572 0.389 0.572"

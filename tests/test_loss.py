@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.loss import ComputeLoss, FocalLoss, smooth_bce
+from utils.training.loss import ComputeLoss, FocalLoss, smooth_bce
 
 HYP = {"box": 0.05, "obj": 1.0, "cls": 0.5, "cls_pw": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0}
 UNIT_HYP = {**HYP, "box": 1.0, "obj": 1.0, "cls": 1.0}

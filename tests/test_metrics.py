@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.metrics import (
+from utils.evaluation.metrics import (
     ConfusionMatrix,
     DetectionMetrics,
     ap_per_class,
@@ -17,6 +17,7 @@ from utils.metrics import (
     match_predictions,
     smooth,
 )
+from utils.evaluation.plots import plot_ap_curves, plot_confusion_matrix
 
 
 def test_compute_ap_perfect_detector():
@@ -343,10 +344,11 @@ def test_detection_metrics_empty_inputs():
 
 def test_ap_per_class_plots(tmp_path):
     tp = np.array([[True], [False], [True]])
-    ap_per_class(tp, np.array([0.9, 0.8, 0.7]), np.array([0, 1, 0]), np.array([0, 0, 1]), plot=True,
-                 save_dir=tmp_path, names={0: "AR", 1: "MR"})
+    result = ap_per_class(tp, np.array([0.9, 0.8, 0.7]), np.array([0, 1, 0]), np.array([0, 0, 1]),
+                          names={0: "AR", 1: "MR"})
+    plot_ap_curves(result, tmp_path)
     for name in ("PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png"):
         assert (tmp_path / name).stat().st_size > 1000, name
     cm = ConfusionMatrix(2)
     cm.process_batch(torch.tensor([[0.0, 0.0, 5.0, 5.0, 0.9, 0]]), torch.tensor([[1, 0.0, 0.0, 5.0, 5.0]]))
-    assert cm.plot(tmp_path, ["AR", "MR"]).stat().st_size > 1000
+    assert plot_confusion_matrix(cm.matrix, ["AR", "MR"], tmp_path).stat().st_size > 1000

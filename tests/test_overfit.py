@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from models.yolo import DetectionModel
-from utils.dataloaders import create_dataloader
-from utils.engine import load_hyp, scale_hyp_for_model
-from utils.loss import ComputeLoss
+from utils.data.loaders import create_dataloader
+from utils.evaluation.validation import evaluate
 from utils.torch_utils import init_seeds, smart_optimizer
-from utils.validation import evaluate
+from utils.training.engine import load_hyp, scale_hyp_for_model
+from utils.training.loss import ComputeLoss
 
 IMGSZ = 256
 STEPS = 250

@@ -10,7 +10,7 @@ import yaml
 import detect
 import train
 import val
-from utils.engine import RESULTS_KEYS
+from utils.training.engine import RESULTS_KEYS
 
 MED_NAMES = ["AR", "MR", "PR", "TR"]
 

@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils.plots import (
-    colors,
-    draw_box_label,
-    plot_confusion_matrix,
-    plot_images,
-    plot_labels,
-    plot_mc_curve,
-    plot_pr_curve,
-    plot_results,
-)
+from utils.evaluation.plots import plot_confusion_matrix, plot_mc_curve, plot_pr_curve
+from utils.plots import colors, draw_box_label, plot_images, plot_labels
+from utils.training.plots import plot_results
 
 RESULTS_COLUMNS = [
     "epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision", "metrics/recall",

@@ -1,4 +1,4 @@
-"""utils/precise_bn.py and benchmarks/precise_bn.py: BatchNorm statistics recomputed for the weights evaluated."""
+"""utils/training/precise_bn.py and benchmarks/precise_bn.py: BatchNorm statistics recomputed for the weights evaluated."""
 from __future__ import annotations
 
 import sys
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tests.helpers import med_subset_yaml
-from utils.precise_bn import recalibrate_batchnorm
+from utils.training.precise_bn import recalibrate_batchnorm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

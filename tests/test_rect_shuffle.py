@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.dataloaders import AspectBatchSampler, create_dataloader
+from utils.data.loaders import AspectBatchSampler, create_dataloader
 
 
 def test_sampler_batches_share_a_shape_cover_everything_and_reshuffle():

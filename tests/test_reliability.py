@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import train
-from utils.dataloaders import LoadImagesAndLabels
+from utils.data.dataset import LoadImagesAndLabels
 
 MED_NAMES = ["AR", "MR", "PR", "TR"]
 VIEWS = ["PSAX", "PLAX", "A4C"]
@@ -170,7 +170,7 @@ def test_fuzzed_inputs_are_reported_or_used_and_training_completes(tmp_path: Pat
 def test_non_finite_loss_skips_the_step_and_is_counted(tmp_path: Path, med_root: Path, monkeypatch):
     import torch
 
-    import utils.engine as engine
+    import utils.training.engine as engine
     from tests.test_joint_pipeline import _joint_yaml
 
     real = engine.task_losses
@@ -217,7 +217,7 @@ def test_deterministic_runs_give_identical_losses(tmp_path: Path, med_root: Path
 def test_gradnorm_weights_ignore_a_non_finite_step(bad: str):
     import torch
 
-    from utils.gradnorm import GradNorm
+    from utils.training.gradnorm import GradNorm
 
     w = torch.nn.Parameter(torch.ones(3))
     balancer = GradNorm(("det", "view"), w)

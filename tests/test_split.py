@@ -1,4 +1,4 @@
-"""utils/split.py: group-aware splits (by patient, video or regex) and the leakage check."""
+"""utils/data/groups.py and utils/split.py: group-aware splits (by patient, video or regex) and the leakage check."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,17 +7,9 @@ import pytest
 import yaml
 
 from tests.conftest import MED
-from utils.dataset_yaml import check_dataset
-from utils.split import (
-    duplicates,
-    group_images,
-    group_of,
-    main,
-    overlap,
-    parse_opt,
-    split_groups,
-    split_images,
-)
+from utils.data.dataset_yaml import check_dataset
+from utils.data.groups import duplicates, group_images, group_of, overlap, split_groups, split_images
+from utils.split import main, parse_opt
 
 needs_med = pytest.mark.skipif(not MED.is_dir(), reason="shared med dataset not available")
 
@@ -232,7 +224,7 @@ def test_split_writes_lists_and_a_yaml_that_check_dataset_loads(tmp_path: Path):
     assert all(o.shared_groups == 0 for o in overlap(lists, "video"))
 
     # the loader's own discovery reads the lists back, and the check of the new YAML finds no leak
-    from utils.dataloaders import find_images
+    from utils.data.sources import find_images
     assert find_images(loaded["val"]) == lists["val"]
     check = main(parse_opt(["--data", str(result["yaml"]), "--check", "--by", "video"]))
     assert all(o.shared_groups == 0 for o in check["overlap"])

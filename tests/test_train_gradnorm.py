@@ -9,9 +9,8 @@ import torch
 import yaml
 
 import train_gradnorm
-from utils.engine import VIEW_RESULTS_KEYS
 from tests.helpers import med_subset_yaml
-
+from utils.training.engine import VIEW_RESULTS_KEYS
 
 ARGS = ["--cfg", "models/yolov5n.yaml", "--img", "96", "--batch-size", "2", "--workers", "0", "--noautoanchor",
         "--hyp", "hyp.medical.yaml", "--gradnorm-alpha", "1.0", "--gradnorm-lr", "0.05"]

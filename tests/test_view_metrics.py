@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.plots import plot_view_confusion_matrix
-from utils.view_metrics import (
+from utils.evaluation.plots import plot_view_confusion_matrix
+from utils.evaluation.view_metrics import (
     ViewAccumulator,
     compute_view_metrics,
     format_view_table,

@@ -20,8 +20,8 @@ from models.yolo_cls import (
     shared_parameters,
     view_loss,
 )
-from utils.loss import ComputeLoss
 from utils.paths import ROOT
+from utils.training.loss import ComputeLoss
 
 N_VIEWS = 3
 YOLOV5N_LEVEL_CHANNELS = [64, 128, 256]  # P3, P4, P5 neck outputs of yolov5n

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from utils.checkpoints import CheckpointError
+from utils.data.dataset_yaml import DatasetError
 from utils.paths import ROOT
 
 T = TypeVar("T")
@@ -99,9 +101,6 @@ def resolve_path(path: str) -> str:
 
 def run_or_exit(entry: Callable[..., T], *args) -> T:
     """Run a script's entry point; a user error (bad dataset, weights, source or flag) exits with one line, no traceback."""
-    from utils.checkpoints import CheckpointError
-    from utils.dataset_yaml import DatasetError
-
     try:
         return entry(*args)
     except (DatasetError, CheckpointError, OptionError, FileNotFoundError) as e:

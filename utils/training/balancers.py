@@ -5,10 +5,10 @@ it drives: `weights` (current task weights, logged), `combine(losses)` (the loss
 value is logged and checked for finiteness), `backward(loss, losses)` (puts the gradients
 into .grad), `step()` (once per optimizer step) and `state_dict()` / `load_state_dict()`
 (so a resumed run continues with the same state). `FixedWeights` is the baseline the
-remedies are measured against; GradNorm lives in utils/gradnorm.py.
+remedies are measured against; GradNorm lives in utils/training/gradnorm.py.
 
 Under DDP (torchrun) every rank holds its own balancer. Whatever a balancer learns from its
-rank's losses or gradients is all-reduced first (utils.distributed; a no-op in one process),
+rank's losses or gradients is all-reduced first (utils.training.distributed; a no-op in one process),
 so every rank makes the same update and the task weights stay identical across ranks.
 
     --balancer fixed        constant weights det_task / view_task from the hyps
@@ -23,7 +23,7 @@ import random
 import torch
 
 from utils.cli import OptionError
-from utils.distributed import all_reduce_mean
+from utils.training.distributed import all_reduce_mean
 
 
 class Balancer:

@@ -21,27 +21,28 @@ from tqdm import tqdm
 
 from models.yolo import DetectionModel, ModelOutputs
 from models.yolo_cls import JointModel, build_model, shared_parameters, view_loss
-from utils.autoanchor import check_anchors
+from utils.training.autoanchor import check_anchors
 from utils.checkpoints import build_checkpoint, inference_state, load_checkpoint, save_checkpoint, strip_optimizer
 from utils.cli import check_unsupported, resolve_path
-from utils.dataloaders import create_dataloader
-from utils.dataset_yaml import check_dataset
-from utils.distributed import (DistContext, all_reduce_mean, any_rank, broadcast_object,
+from utils.data.loaders import create_dataloader
+from utils.data.dataset_yaml import check_dataset
+from utils.training.distributed import (DistContext, all_reduce_mean, any_rank, broadcast_object,
                                check_ranks_agree, cleanup_distributed, context_from_env, parameter_checksum,
                                per_rank_batch_size, setup_distributed, sync_batchnorm, wrap_distributed)
-from utils.balancers import Balancer, PCGrad, UncertaintyWeighting, fixed_weights_from_hyp
-from utils.best_checkpoint import PerNetworkBest, improves_best
-from utils.history import TrainingHistory
+from utils.training.balancers import Balancer, PCGrad, UncertaintyWeighting, fixed_weights_from_hyp
+from utils.training.best_checkpoint import PerNetworkBest, improves_best
+from utils.training.history import TrainingHistory
 from utils.logger import LOGGER
-from utils.loss import ComputeLoss
-from utils.metrics import fitness
+from utils.training.loss import ComputeLoss
+from utils.evaluation.metrics import fitness
 from utils.model_loading import load_inference_model
 from utils.paths import ROOT, increment_path
-from utils.interference import InterferenceMonitor
-from utils.plots import plot_gradnorm, plot_images, plot_interference, plot_labels, plot_results
-from utils.synthetic import ensure_synthetic
+from utils.training.interference import InterferenceMonitor
+from utils.plots import plot_images, plot_labels
+from utils.training.plots import plot_gradnorm, plot_interference, plot_results
+from utils.data.synthetic import ensure_synthetic
 from utils.torch_utils import PARAM_GROUP_NAMES, ModelEMA, de_parallel, init_seeds, linear_lr, one_cycle, select_device, smart_optimizer
-from utils.validation import evaluate
+from utils.evaluation.validation import evaluate
 
 NOMINAL_BATCH = 64  # YOLOv5 accumulates gradients up to this batch size
 RESULTS_KEYS = (

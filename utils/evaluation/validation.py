@@ -12,11 +12,12 @@ from tqdm import tqdm
 from models.yolo import ModelOutputs
 from models.yolo_cls import view_loss
 from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh
+from utils.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
+from utils.evaluation.plots import plot_ap_curves, plot_confusion_matrix, plot_view_confusion_matrix
+from utils.evaluation.view_metrics import ViewAccumulator, ViewMetrics, format_view_table
 from utils.logger import LOGGER
-from utils.metrics import ConfusionMatrix, ap_per_class, match_predictions
-from utils.plots import plot_images, plot_view_confusion_matrix
+from utils.plots import plot_images
 from utils.torch_utils import de_parallel, time_sync
-from utils.view_metrics import ViewAccumulator, ViewMetrics, format_view_table
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 TABLE_HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
@@ -191,7 +192,7 @@ def evaluate(
         shape = (dataloader.batch_size or 1, 3, *imgs.shape[2:]) if seen else (0,)
         LOGGER.info("Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape %s" % (*result.speed_ms, shape))
     if plots and save_dir is not None:
-        confusion.plot(save_dir=save_dir, names=list(names.values()))
+        plot_confusion_matrix(confusion.matrix, list(names.values()), save_dir / "confusion_matrix.png")
     if views_seen is not None:
         result.view = views_seen.compute()
         result.view_loss = view_loss_sum / max(len(dataloader), 1)
@@ -228,7 +229,10 @@ def _summarise(stats: list, nc: int, names: dict, seen: int, plots: bool, save_d
     counts = np.bincount(target_cls.astype(int), minlength=nc)
     images_with = _images_per_class(stats, nc)
     if result.n_instances:  # unlike YOLOv5, also with no true positive yet, so a first epoch still plots curves
-        _, _, p, r, _, ap, classes = ap_per_class(tp, conf, pred_cls, target_cls, plot=plots, save_dir=save_dir or Path("."), names=names)
+        per_class = ap_per_class(tp, conf, pred_cls, target_cls, names=names)
+        if plots:
+            plot_ap_curves(per_class, save_dir or Path("."))
+        p, r, ap, classes = per_class.p, per_class.r, per_class.ap, per_class.unique_classes
         ap50, ap_all = ap[:, 0], ap.mean(1)
         result.precision, result.recall = float(p.mean()), float(r.mean())
         result.map50, result.map = float(ap50.mean()), float(ap_all.mean())

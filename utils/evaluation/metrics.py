@@ -6,7 +6,6 @@ maximises the (smoothed) mean F1 over classes, fitness = 0.1 mAP50 + 0.9 mAP50-9
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -50,8 +49,19 @@ def compute_ap(recall: np.ndarray, precision: np.ndarray) -> tuple[float, np.nda
     return ap, envelope, recall_ext
 
 
+class APCurves(NamedTuple):
+    """The curves behind `ap_per_class`, for PR/F1/P/R plots (utils/evaluation/plots.py)."""
+
+    grid: np.ndarray  # [1000] in [0, 1]: the confidence axis, and the recall axis of precision_at_recall
+    precision_at_recall: np.ndarray  # [nc_present, 1000] precision envelope at IoU 0.5
+    f1: np.ndarray  # [nc_present, 1000] against confidence
+    precision: np.ndarray  # [nc_present, 1000] against confidence
+    recall: np.ndarray  # [nc_present, 1000] against confidence
+    names: list  # [nc_present] class names (or ids) in row order
+
+
 class PerClassAP(NamedTuple):
-    """Result of `ap_per_class`; unpacks like YOLOv5's tuple (tp, fp, p, r, f1, ap, classes)."""
+    """Result of `ap_per_class`; its first seven fields are YOLOv5's tuple (tp, fp, p, r, f1, ap, classes)."""
 
     tp: np.ndarray  # [nc_present] true positives at the best-F1 confidence
     fp: np.ndarray  # [nc_present] false positives at that confidence
@@ -60,6 +70,7 @@ class PerClassAP(NamedTuple):
     f1: np.ndarray  # [nc_present]
     ap: np.ndarray  # [nc_present, n_iou]
     unique_classes: np.ndarray  # [nc_present] int class ids with at least one label
+    curves: APCurves | None = None
 
 
 def _names_for(classes: np.ndarray, names: Sequence[str] | Mapping[int, str]) -> list[str]:
@@ -73,17 +84,14 @@ def ap_per_class(
     conf: np.ndarray,
     pred_cls: np.ndarray,
     target_cls: np.ndarray,
-    plot: bool = False,
-    save_dir: str | Path = ".",
     names: Sequence[str] | Mapping[int, str] = (),
     eps: float = 1e-16,
-    prefix: str = "",
 ) -> PerClassAP:
     """AP at every IoU threshold and P/R/F1 at the best mean-F1 confidence, for each class with labels.
 
     tp: bool [n_pred, n_iou] (from `match_predictions`), conf / pred_cls: [n_pred], target_cls: [n_labels].
     Classes that only appear in predictions are ignored (their FPs have no class to count against).
-    With `plot`, writes {prefix}PR_curve.png, F1_curve.png, P_curve.png, R_curve.png into save_dir.
+    The curves (`curves`) feed utils/evaluation/plots.plot_ap_curves.
     """
     tp = np.asarray(tp, dtype=np.float64)
     if tp.ndim == 1:
@@ -119,16 +127,6 @@ def ap_per_class(
                 pr_curves[ci] = np.interp(conf_grid, recall_ext, envelope)
 
     f1_curve = 2 * p_curve * r_curve / (p_curve + r_curve + eps)
-    present_names = _names_for(unique_classes, names)
-    if plot:
-        from utils.plots import plot_mc_curve, plot_pr_curve  # plotting stays optional for metric users
-
-        save_dir = Path(save_dir)
-        plot_pr_curve(conf_grid, pr_curves, ap, save_dir / f"{prefix}PR_curve.png", present_names)
-        plot_mc_curve(conf_grid, f1_curve, save_dir / f"{prefix}F1_curve.png", present_names, ylabel="F1")
-        plot_mc_curve(conf_grid, p_curve, save_dir / f"{prefix}P_curve.png", present_names, ylabel="Precision")
-        plot_mc_curve(conf_grid, r_curve, save_dir / f"{prefix}R_curve.png", present_names, ylabel="Recall")
-
     if n_classes:
         best = int(smooth(f1_curve.mean(0), 0.1).argmax())
     else:
@@ -136,7 +134,8 @@ def ap_per_class(
     p, r, f1 = p_curve[:, best], r_curve[:, best], f1_curve[:, best]
     tp_at_best = (r * n_labels).round()
     fp_at_best = (tp_at_best / (p + eps) - tp_at_best).round()
-    return PerClassAP(tp_at_best, fp_at_best, p, r, f1, ap, unique_classes.astype(int))
+    curves = APCurves(conf_grid, pr_curves, f1_curve, p_curve, r_curve, _names_for(unique_classes, names))
+    return PerClassAP(tp_at_best, fp_at_best, p, r, f1, ap, unique_classes.astype(int), curves)
 
 
 def match_predictions(
@@ -234,15 +233,6 @@ class ConfusionMatrix:
         fp = self.matrix.sum(1) - tp
         return tp[:-1], fp[:-1]
 
-    def plot(
-        self, save_dir: str | Path = ".", names: Sequence[str] | Mapping[int, str] = (), normalize: bool = True
-    ) -> Path:
-        """Write save_dir/confusion_matrix.png (columns normalised when `normalize`)."""
-        from utils.plots import plot_confusion_matrix
-
-        class_names = _names_for(np.arange(self.nc), names)
-        return plot_confusion_matrix(self.matrix, class_names, Path(save_dir) / "confusion_matrix.png", normalize)
-
 
 class DetectionMetrics:
     """Accumulates per-image matches over a validation pass and turns them into YOLOv5's metrics.
@@ -288,7 +278,7 @@ class DetectionMetrics:
         self.confusion_matrix.process_batch(detections, labels)
         return correct
 
-    def compute(self, plot: bool = False, save_dir: str | Path = ".", prefix: str = "") -> dict:
+    def compute(self) -> dict:
         """Dataset metrics: mp, mr, map50, map (means over classes with labels) plus per-class arrays.
 
         Per-class arrays (`p`, `r`, `ap50`, `ap`) are indexed like `classes` (classes with labels);
@@ -300,15 +290,13 @@ class DetectionMetrics:
         pred_cls = np.concatenate(self._pred_cls) if self._pred_cls else np.zeros(0)
         target_cls = np.concatenate(self._target_cls).astype(int) if self._target_cls else np.zeros(0, int)
         nt = np.bincount(target_cls, minlength=self.nc)
-        result = ap_per_class(correct, conf, pred_cls, target_cls, plot, save_dir, self.names, prefix=prefix)
+        result = ap_per_class(correct, conf, pred_cls, target_cls, self.names)
         ap50 = result.ap[:, 0] if result.ap.size else np.zeros(0)
         ap = result.ap.mean(1) if result.ap.size else np.zeros(0)
 
         def mean(x: np.ndarray) -> float:
             return float(x.mean()) if x.size else 0.0
 
-        if plot:
-            self.confusion_matrix.plot(save_dir, self.names)
         return {
             "mp": mean(result.p),
             "mr": mean(result.r),

@@ -39,7 +39,7 @@ class TrainingHistory:
         self.data["steps"].append(record)
 
     def log_interference(self, record: dict) -> None:
-        """A gradient-interference measurement (utils/interference.py); written with the next epoch record."""
+        """A gradient-interference measurement (utils/training/interference.py); written with the next epoch record."""
         self.data["interference"].append(record)
 
     def save(self) -> None:

@@ -1,6 +1,6 @@
 """GradNorm (Chen et al. 2018): task weights learned so that the tasks' gradient norms on a shared layer stay balanced.
 
-The balancer interface and the other balancers live in utils/balancers.py.
+The balancer interface and the other balancers live in utils/training/balancers.py.
 """
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import copy
 
 import torch
 
-from utils.balancers import Balancer
 from utils.cli import OptionError
-from utils.distributed import all_reduce_sum
+from utils.training.balancers import Balancer
+from utils.training.distributed import all_reduce_sum
 
 
 def gradnorm_weight_grad(

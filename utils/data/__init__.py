@@ -1,0 +1,1 @@
+"""The data side: dataset YAMLs, label files, image discovery and scanning, datasets, loaders, augmentations."""

@@ -1,0 +1,1 @@
+"""Evaluation: validation passes, detection and view metrics, their plots."""
