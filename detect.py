@@ -14,14 +14,13 @@ import numpy as np
 import torch
 
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
-from utils.cli import resolve_path, run_or_exit
+from utils.cli import check_img_size, resolve_path, run_or_exit
 from utils.data.sources import LoadImages
 from utils.logger import LOGGER
 from utils.model_loading import load_inference_model
 from utils.paths import ROOT, increment_path
 from utils.plots import colors, draw_box_label, draw_view_label
 from utils.torch_utils import select_device, time_sync
-from utils.training.engine import check_img_size
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

@@ -20,7 +20,8 @@ from utils.cli import resolve_path, run_or_exit, train_parser
 from utils.logger import LOGGER
 from utils.paths import ROOT
 from utils.torch_utils import smart_optimizer
-from utils.training.engine import build_training_model, train
+from utils.training.engine import train
+from utils.training.model_setup import build_training_model
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from utils.cli import resolve_path, run_or_exit
+from utils.cli import check_img_size, resolve_path, run_or_exit
 from utils.data.dataset_yaml import check_dataset
 from utils.data.loaders import create_dataloader
 from utils.data.synthetic import ensure_synthetic
@@ -16,7 +16,6 @@ from utils.logger import LOGGER
 from utils.model_loading import load_inference_model
 from utils.paths import ROOT, increment_path
 from utils.torch_utils import select_device
-from utils.training.engine import check_img_size
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

@@ -80,7 +80,7 @@ from utils.cli import train_parser  # noqa: E402
 from utils.data.dataset_yaml import DatasetError, _find_yaml  # noqa: E402
 from utils.files import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.training.best_checkpoint import best_checkpoint_epoch  # noqa: E402
-from utils.training.engine import MIXING_AUGMENTATIONS, load_hyp  # noqa: E402
+from utils.training.run_setup import MIXING_AUGMENTATIONS, load_hyp  # noqa: E402
 from utils.training.interference import OVERALL, summarize_interference  # noqa: E402
 
 ADAPTIVE = ("gradnorm", "uncertainty", "pcgrad")
@@ -456,7 +456,7 @@ def evaluate_checkpoint(weights: Path, data_yaml: Path, settings: EvalSettings) 
     from utils.evaluation.validation import evaluate
     from utils.model_loading import load_inference_model
     from utils.torch_utils import select_device
-    from utils.training.engine import check_img_size
+    from utils.cli import check_img_size
 
     device = select_device(settings.device, batch_size=settings.batch_size)
     ensure_synthetic(data_yaml)

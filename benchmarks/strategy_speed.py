@@ -32,7 +32,8 @@ def measure(strategy: str, opt: argparse.Namespace, queue) -> None:
     from utils.data.loaders import create_dataloader
     from utils.torch_utils import init_seeds, smart_optimizer
     from utils.training.balancers import FixedWeights
-    from utils.training.engine import load_hyp, scale_hyp_for_model, task_losses
+    from utils.training.run_setup import load_hyp, scale_hyp_for_model
+    from utils.training.step import task_losses
     from utils.training.gradnorm import GradNorm
     from utils.training.loss import ComputeLoss
 

@@ -24,7 +24,8 @@ from utils.data.dataset_yaml import check_dataset  # noqa: E402
 from utils.data.loaders import create_dataloader  # noqa: E402
 from utils.evaluation.validation import evaluate  # noqa: E402
 from utils.torch_utils import ModelEMA, init_seeds, smart_optimizer  # noqa: E402
-from utils.training.engine import NOMINAL_BATCH, load_hyp, scale_hyp_for_model  # noqa: E402
+from utils.training.optim import NOMINAL_BATCH  # noqa: E402
+from utils.training.run_setup import load_hyp, scale_hyp_for_model  # noqa: E402
 from utils.training.loss import ComputeLoss  # noqa: E402
 
 

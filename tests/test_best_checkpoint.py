@@ -10,7 +10,7 @@ import torch
 import train
 import train_dual
 from tests.helpers import med_subset_yaml
-from utils import engine
+from utils.training import engine
 from utils.training.best_checkpoint import PerNetworkBest, best_checkpoint_epoch, improves_best
 
 

@@ -1,7 +1,7 @@
-"""Training-loop helpers of utils/training/engine.py."""
+"""Training-loop helpers: utils/training/optim.py."""
 import torch
 
-from utils.training.engine import clip_gradients
+from utils.training.optim import clip_gradients
 
 
 def _param_with_grad(values):

@@ -12,7 +12,7 @@ import yaml
 import detect
 import train
 import val
-from utils.training.engine import RESULTS_KEYS, VIEW_RESULTS_KEYS
+from utils.training.task import RESULTS_KEYS, VIEW_RESULTS_KEYS
 
 MED_NAMES = ["AR", "MR", "PR", "TR"]
 VIEWS = ["PSAX", "PLAX", "A4C"]

@@ -14,7 +14,7 @@ from models.yolo import DetectionModel
 from utils.data.loaders import create_dataloader
 from utils.evaluation.validation import evaluate
 from utils.torch_utils import init_seeds, smart_optimizer
-from utils.training.engine import load_hyp, scale_hyp_for_model
+from utils.training.run_setup import load_hyp, scale_hyp_for_model
 from utils.training.loss import ComputeLoss
 
 IMGSZ = 256

@@ -10,7 +10,7 @@ import yaml
 import detect
 import train
 import val
-from utils.training.engine import RESULTS_KEYS
+from utils.training.task import RESULTS_KEYS
 
 MED_NAMES = ["AR", "MR", "PR", "TR"]
 
@@ -90,7 +90,7 @@ def test_run_folder_increments(tmp_path: Path, med_root: Path):
 
 def test_resume_continues_from_last(tmp_path: Path, med_root: Path, monkeypatch):
     """A run that dies after epoch 1 of 3 resumes at epoch 2 from last.pt, in the same folder."""
-    from utils import engine
+    from utils.training import engine
 
     data = _subset_yaml(tmp_path, med_root / "train" / "images", 4, MED_NAMES)
     args = ["--data", str(data), "--cfg", "models/yolov5n.yaml", "--img", "64", "--epochs", "3", "--batch-size", "4",
@@ -173,7 +173,7 @@ def test_bad_dataset_yaml_stops_with_one_sentence(tmp_path: Path, content: dict,
 
 def test_first_run_default_needs_no_download(tmp_path: Path, monkeypatch):
     """With no --data, training uses the synthetic dataset the code generates itself."""
-    from utils import synthetic
+    from utils.data import synthetic
 
     synthetic_yaml = tmp_path / "synthetic.yaml"
     synthetic_yaml.write_text(yaml.safe_dump({"synthetic": True, "n_train": 8, "n_val": 4, "path": str(tmp_path / "synth"),

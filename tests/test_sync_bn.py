@@ -19,7 +19,7 @@ from torch import nn
 import train
 import train_dual
 from tests.helpers import med_subset_yaml
-from utils import engine
+from utils.training import engine
 
 SCRIPTS = {"train.py": train, "train_dual.py": train_dual}
 

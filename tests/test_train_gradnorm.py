@@ -10,7 +10,7 @@ import yaml
 
 import train_gradnorm
 from tests.helpers import med_subset_yaml
-from utils.training.engine import VIEW_RESULTS_KEYS
+from utils.training.task import VIEW_RESULTS_KEYS
 
 ARGS = ["--cfg", "models/yolov5n.yaml", "--img", "96", "--batch-size", "2", "--workers", "0", "--noautoanchor",
         "--hyp", "hyp.medical.yaml", "--gradnorm-alpha", "1.0", "--gradnorm-lr", "0.05"]

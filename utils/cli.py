@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from utils.checkpoints import CheckpointError
 from utils.data.dataset_yaml import DatasetError
+from utils.logger import LOGGER
 from utils.paths import ROOT
 
 T = TypeVar("T")
@@ -79,6 +81,14 @@ def train_parser(description: str = "Train a YOLOv5-compatible detector") -> arg
     p.add_argument("--trust-weights", action="store_true",
                    help="allow --weights files that need arbitrary unpickling (only for files you trust)")
     return p
+
+
+def check_img_size(imgsz: int, stride: int) -> int:
+    """Round --imgsz up to a multiple of the model's largest stride, with a warning if it changed."""
+    new = max(math.ceil(imgsz / stride) * stride, stride)
+    if new != imgsz:
+        LOGGER.warning(f"WARNING ⚠️ --imgsz {imgsz} must be a multiple of max stride {stride}, updating to {new}")
+    return new
 
 
 UNSUPPORTED_FLAGS = {"evolve": None, "image_weights": False, "multi_scale": False, "quad": False}

@@ -7,9 +7,16 @@ as two separate trainings would each keep their own best, at no cost to the othe
 """
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import torch
+
+from utils.checkpoints import inference_state, load_checkpoint
+from utils.evaluation.metrics import fitness
+from utils.torch_utils import de_parallel
 
 
 def improves_best(fit: float, best_fitness: float, validated: bool) -> bool:
@@ -78,3 +85,40 @@ class PerNetworkBest:
             if self.epoch[name] is not None and best_state is not None:
                 self._weights[name] = {k: v.detach().cpu().clone() for k, v in best_state.items()
                                        if k.startswith(prefix)}
+
+
+def training_fitness(results: tuple, view: dict | None, mode: str) -> float:
+    """best.pt criterion: YOLOv5's 0.1·mAP50 + 0.9·mAP50-95, or with --fitness joint the mean of that and
+    the view balanced accuracy (so neither task can win best.pt alone)."""
+    detection = float(fitness(np.array(results[:4]).reshape(1, -1))[0])
+    if mode == "joint" and view is not None:
+        return 0.5 * detection + 0.5 * view["view_balanced_accuracy"]
+    return detection
+
+
+def per_network_best(opt: argparse.Namespace, model: torch.nn.Module) -> PerNetworkBest | None:
+    """The --fitness per-network tracker, or None for the other criteria; refused for a model with shared parts."""
+    if getattr(opt, "fitness", "detection") != "per-network":
+        return None
+    parts = getattr(de_parallel(model), "independent_parts", None)
+    if not parts:
+        raise SystemExit(f"--fitness per-network: {type(de_parallel(model)).__name__} has no independent networks")
+    return PerNetworkBest(parts)
+
+
+def part_fitness(detection_fit: float, view: dict | None) -> dict[str, float]:
+    """Per-network fitness for --fitness per-network: the detector's YOLOv5 fitness, the classifier's view
+    balanced accuracy (the view half of --fitness joint)."""
+    return {"detector": float(detection_fit), "classifier": float((view or {}).get("view_balanced_accuracy", 0.0))}
+
+
+def per_network_checkpoint(ckpt: dict, best_parts: PerNetworkBest) -> dict:
+    """best.pt of a per-network run: the EMA with each network from its best epoch, no optimizer (the
+    networks come from different steps; --resume reads last.pt)."""
+    weights = best_parts.merged(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
+    return {**ckpt, "model": weights, "ema": weights, "optimizer": None, "best_parts": best_parts.state_dict()}
+
+
+def best_ema_state(path: Path) -> dict | None:
+    """The inference weights of an existing best.pt (a resumed per-network run keeps its networks' bests)."""
+    return inference_state(load_checkpoint(path)) if path.is_file() else None

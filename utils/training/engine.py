@@ -7,10 +7,7 @@ results.csv and checkpoints atomically, and finally validates best.pt with plots
 from __future__ import annotations
 
 import argparse
-import math
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -19,314 +16,30 @@ import yaml
 from torch.optim import lr_scheduler
 from tqdm import tqdm
 
-from models.yolo import DetectionModel, ModelOutputs
-from models.yolo_cls import JointModel, build_model, shared_parameters, view_loss
 from utils.training.autoanchor import check_anchors
-from utils.checkpoints import build_checkpoint, inference_state, load_checkpoint, save_checkpoint, strip_optimizer
-from utils.cli import check_unsupported, resolve_path
+from utils.checkpoints import build_checkpoint, save_checkpoint, strip_optimizer
 from utils.data.loaders import create_dataloader
-from utils.data.dataset_yaml import check_dataset
 from utils.training.distributed import (DistContext, all_reduce_mean, any_rank, broadcast_object,
                                check_ranks_agree, cleanup_distributed, context_from_env, parameter_checksum,
                                per_rank_batch_size, setup_distributed, sync_batchnorm, wrap_distributed)
-from utils.training.balancers import Balancer, PCGrad, UncertaintyWeighting, fixed_weights_from_hyp
-from utils.training.best_checkpoint import PerNetworkBest, improves_best
+from utils.cli import check_img_size
+from utils.training.best_checkpoint import (best_ema_state, improves_best, part_fitness, per_network_best,
+                                           per_network_checkpoint, training_fitness)
+from utils.training.model_setup import (BalancerFactory, balancer_factory, build_training_model, freeze_layers,
+                                        make_interference_monitor, make_optimizers)
+from utils.training.optim import NOMINAL_BATCH, clip_gradients, warmup, zero_grad
+from utils.training.run_files import RunFolder, append_results_row, drop_epochs_from, epoch_record
+from utils.training.run_setup import disable_mixing_augmentations, resume_state, scale_hyp_for_model, setup_run
+from utils.training.step import task_losses
+from utils.training.task import Task, load_task
 from utils.training.history import TrainingHistory
 from utils.logger import LOGGER
 from utils.training.loss import ComputeLoss
-from utils.evaluation.metrics import fitness
 from utils.model_loading import load_inference_model
-from utils.paths import ROOT, increment_path
-from utils.training.interference import InterferenceMonitor
 from utils.plots import plot_images, plot_labels
 from utils.training.plots import plot_gradnorm, plot_interference, plot_results
-from utils.data.synthetic import ensure_synthetic
-from utils.torch_utils import PARAM_GROUP_NAMES, ModelEMA, de_parallel, init_seeds, linear_lr, one_cycle, select_device, smart_optimizer
+from utils.torch_utils import ModelEMA, de_parallel, init_seeds, linear_lr, one_cycle, select_device
 from utils.evaluation.validation import evaluate
-
-NOMINAL_BATCH = 64  # YOLOv5 accumulates gradients up to this batch size
-RESULTS_KEYS = (
-    "train/box_loss", "train/obj_loss", "train/cls_loss",
-    "metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",
-    "val/box_loss", "val/obj_loss", "val/cls_loss",
-    "x/lr0", "x/lr1", "x/lr2",
-)
-VIEW_RESULTS_KEYS = ("train/view_loss", "val/view_loss", "metrics/view_accuracy", "metrics/view_balanced_accuracy",
-                     "x/w_det", "x/w_view")
-
-
-@dataclass
-class RunFolder:
-    """Where one training run writes: YOLOv5's runs/train/exp*/ layout."""
-
-    save_dir: Path
-
-    @property
-    def weights(self) -> Path:
-        return self.save_dir / "weights"
-
-    @property
-    def last(self) -> Path:
-        return self.weights / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.weights / "best.pt"
-
-    @property
-    def results_csv(self) -> Path:
-        return self.save_dir / "results.csv"
-
-
-def append_results_row(csv: Path, epoch: int, values: list[float], keys: tuple[str, ...] = RESULTS_KEYS) -> None:
-    """One results.csv line in YOLOv5's layout: 20-character right-aligned fields, header on first write.
-
-    YOLOv5's 14 columns come first, in order; a view task appends its columns after them.
-    """
-    keys = ("epoch", *keys)
-    header = "" if csv.exists() else ("%20s," * len(keys) % keys).rstrip(",") + "\n"
-    with open(csv, "a") as f:
-        f.write(header + ("%20.5g," * len(keys) % (epoch, *values)).rstrip(",") + "\n")
-
-
-def load_hyp(hyp: str | dict) -> dict:
-    """Hyperparameters from a YAML path (bare names are looked up under data/hyps) or a dict."""
-    if isinstance(hyp, dict):
-        return dict(hyp)
-    path = Path(resolve_path(hyp))
-    if not path.is_file():
-        path = ROOT / "data" / "hyps" / Path(hyp).name
-    if not path.is_file():
-        raise SystemExit(f"--hyp {hyp}: file not found")
-    loaded = yaml.safe_load(path.read_text())
-    if not isinstance(loaded, dict):
-        raise SystemExit(f"--hyp {hyp}: expected a mapping of hyperparameters")
-    return loaded
-
-
-def find_last_checkpoint(search_dir: Path = ROOT / "runs") -> Path:
-    """The most recently written last.pt under runs/ (what a bare --resume continues)."""
-    candidates = sorted(search_dir.glob("**/last*.pt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise SystemExit(f"--resume: no last.pt found under {search_dir}")
-    return candidates[-1]
-
-
-def restore_resume_options(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
-    """--resume [path]: reload opt.yaml two levels above last.pt and continue that run in place."""
-    last = Path(opt.resume) if isinstance(opt.resume, str) else find_last_checkpoint(Path(opt.project).parent)
-    if not last.is_file():
-        raise SystemExit(f"--resume {last}: file not found")
-    opt_yaml = last.parent.parent / "opt.yaml"
-    if not opt_yaml.is_file():
-        raise SystemExit(f"--resume {last}: {opt_yaml} not found, cannot restore the run's options")
-    saved = yaml.safe_load(opt_yaml.read_text())
-    restored = argparse.Namespace(**{**vars(opt), **saved})
-    restored.weights, restored.resume, restored.cfg = str(last), True, ""
-    restored.save_dir = str(last.parent.parent)
-    LOGGER.info(f"Resuming training from {last}")
-    return restored, load_hyp(restored.hyp)
-
-
-def build_training_model(opt: argparse.Namespace, nc: int, names: dict, n_views: int | None,
-                         device: torch.device) -> tuple[DetectionModel, dict | None]:
-    """Model from --cfg, or from the checkpoint in --weights (its weights transferred), or yolov5s untrained.
-
-    With a view task (n_views) the model is a JointModel; a detection-only checkpoint still
-    initialises its detector, since both share the same state-dict keys.
-    """
-    ckpt = None
-    view_kwargs = {"view_levels": tuple(opt.view_levels)} if n_views and getattr(opt, "view_levels", None) else {}
-    if opt.weights:
-        ckpt = load_checkpoint(resolve_path(opt.weights), trust=getattr(opt, "trust_weights", False))
-        cfg = resolve_path(opt.cfg) if opt.cfg else ckpt["model_yaml"]
-        model = build_model(cfg, nc=nc, n_views=n_views, **view_kwargs)
-        state = inference_state(ckpt) if not opt.resume else ckpt["model"]
-        own = model.state_dict()
-        transferable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        model.load_state_dict(transferable, strict=False)
-        LOGGER.info(f"Transferred {len(transferable)}/{len(own)} items from {opt.weights}")
-    elif opt.cfg:
-        model = build_model(resolve_path(opt.cfg), nc=nc, n_views=n_views, **view_kwargs)
-    else:
-        LOGGER.info("No --cfg or --weights given: building yolov5s from models/yolov5s.yaml, untrained "
-                    "(YOLOv5 would download pretrained weights; this project never downloads anything)")
-        model = build_model(ROOT / "models" / "yolov5s.yaml", nc=nc, n_views=n_views, **view_kwargs)
-    model.names = dict(names)
-    return model.to(device), ckpt
-
-
-def freeze_layers(model: torch.nn.Module, freeze: list[int]) -> None:
-    """--freeze: stop gradients for layers model.0..N-1 (one number) or the listed layer indices.
-
-    The indices are the detector's YAML layers (of the detector network in a DualModel).
-    """
-    indices = range(freeze[0]) if len(freeze) == 1 else freeze
-    prefixes = tuple(f"model.{i}." for i in indices)
-    for name, param in getattr(model, "detector", model).named_parameters():
-        param.requires_grad = True
-        if prefixes and name.startswith(prefixes):
-            LOGGER.info(f"freezing {name}")
-            param.requires_grad = False
-
-
-def scale_hyp_for_model(hyp: dict, nl: int, nc: int, imgsz: int) -> dict:
-    """YOLOv5's loss-gain scaling by detection levels, classes and image size."""
-    hyp = dict(hyp)
-    hyp["box"] *= 3 / nl
-    hyp["cls"] *= nc / 80 * 3 / nl
-    hyp["obj"] *= (imgsz / 640) ** 2 * 3 / nl
-    return hyp
-
-
-def check_img_size(imgsz: int, stride: int) -> int:
-    """Round --imgsz up to a multiple of the model's largest stride, with a warning if it changed."""
-    new = max(math.ceil(imgsz / stride) * stride, stride)
-    if new != imgsz:
-        LOGGER.warning(f"WARNING ⚠️ --imgsz {imgsz} must be a multiple of max stride {stride}, updating to {new}")
-    return new
-
-
-MIXING_AUGMENTATIONS = ("mosaic", "mixup", "copy_paste")
-FITNESS_CHOICES = ("detection", "joint", "per-network")
-
-
-def disable_mixing_augmentations(hyp: dict) -> dict:
-    """With a view task, images stitched from several files have no view: switch mosaic/mixup/copy-paste off."""
-    active = [k for k in MIXING_AUGMENTATIONS if hyp.get(k, 0) > 0]
-    if not active:
-        return hyp
-    LOGGER.warning(f"WARNING ⚠️ {', '.join(f'{k}={hyp[k]}' for k in active)} switched off: an image mixed from "
-                   f"several files has no image-level view label (the dataset declares cls_names)")
-    return {**hyp, **{k: 0.0 for k in active}}
-
-
-def training_fitness(results: tuple, view: dict | None, mode: str) -> float:
-    """best.pt criterion: YOLOv5's 0.1·mAP50 + 0.9·mAP50-95, or with --fitness joint the mean of that and
-    the view balanced accuracy (so neither task can win best.pt alone)."""
-    detection = float(fitness(np.array(results[:4]).reshape(1, -1))[0])
-    if mode == "joint" and view is not None:
-        return 0.5 * detection + 0.5 * view["view_balanced_accuracy"]
-    return detection
-
-
-def per_network_best(opt: argparse.Namespace, model: torch.nn.Module) -> PerNetworkBest | None:
-    """The --fitness per-network tracker, or None for the other criteria; refused for a model with shared parts."""
-    if getattr(opt, "fitness", "detection") != "per-network":
-        return None
-    parts = getattr(de_parallel(model), "independent_parts", None)
-    if not parts:
-        raise SystemExit(f"--fitness per-network: {type(de_parallel(model)).__name__} has no independent networks")
-    return PerNetworkBest(parts)
-
-
-def part_fitness(detection_fit: float, view: dict | None) -> dict[str, float]:
-    """Per-network fitness for --fitness per-network: the detector's YOLOv5 fitness, the classifier's view
-    balanced accuracy (the view half of --fitness joint)."""
-    return {"detector": float(detection_fit), "classifier": float((view or {}).get("view_balanced_accuracy", 0.0))}
-
-
-def per_network_checkpoint(ckpt: dict, best_parts: PerNetworkBest) -> dict:
-    """best.pt of a per-network run: the EMA with each network from its best epoch, no optimizer (the
-    networks come from different steps; --resume reads last.pt)."""
-    weights = best_parts.merged(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
-    return {**ckpt, "model": weights, "ema": weights, "optimizer": None, "best_parts": best_parts.state_dict()}
-
-
-def best_ema_state(path: Path) -> dict | None:
-    """The inference weights of an existing best.pt (a resumed per-network run keeps its networks' bests)."""
-    return inference_state(load_checkpoint(path)) if path.is_file() else None
-
-
-def setup_run(opt: argparse.Namespace, ctx: DistContext = DistContext()) -> tuple[argparse.Namespace, dict, RunFolder]:
-    """Resolve --resume, hyps and the run folder; write opt.yaml (hyp.yaml follows once the data is known).
-
-    Under DDP rank 0 picks (and creates) the folder and the other ranks are told its name.
-    """
-    check_unsupported(opt)
-    if getattr(opt, "fitness", "detection") not in FITNESS_CHOICES:
-        raise SystemExit(f"--fitness {opt.fitness}: expected one of {', '.join(FITNESS_CHOICES)}")
-    if opt.fitness == "per-network" and getattr(opt, "script", "train.py") != "train_dual.py":
-        raise SystemExit(f"--fitness per-network: keeps each independent network at its own best epoch, which "
-                         f"needs train_dual.py ({getattr(opt, 'script', 'train.py')} trains one shared network); "
-                         f"use --fitness detection or joint")
-    if opt.resume:
-        opt, hyp = restore_resume_options(opt)
-    else:
-        hyp = load_hyp(opt.hyp)
-        if ctx.is_main:
-            opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
-        opt.save_dir = broadcast_object(getattr(opt, "save_dir", None))
-    run = RunFolder(Path(opt.save_dir))
-    if ctx.is_main:
-        run.weights.mkdir(parents=True, exist_ok=True)
-        if not opt.resume:
-            (run.save_dir / "opt.yaml").write_text(yaml.safe_dump(vars(opt), sort_keys=False))
-    return opt, hyp, run
-
-
-@dataclass
-class Task:
-    """What the run learns: detection classes and, when the YAML has cls_names, image views."""
-
-    nc: int
-    names: dict
-    view_names: list | None
-
-    @property
-    def n_views(self) -> int | None:
-        return len(self.view_names) if self.view_names else None
-
-    @property
-    def task_names(self) -> tuple[str, ...]:
-        return ("det", "view") if self.view_names else ("det",)
-
-    @property
-    def loss_names(self) -> tuple[str, ...]:
-        return ("box_loss", "obj_loss", "cls_loss", "view_loss")[: 4 if self.view_names else 3]
-
-    @property
-    def results_keys(self) -> tuple[str, ...]:
-        return RESULTS_KEYS + VIEW_RESULTS_KEYS if self.view_names else RESULTS_KEYS
-
-
-def load_task(opt: argparse.Namespace) -> tuple[dict, Task]:
-    """The dataset dict and the task it declares (single-cls folds every class into one)."""
-    ensure_synthetic(opt.data)
-    data = check_dataset(opt.data)
-    nc = 1 if opt.single_cls else int(data["nc"])
-    names = {0: "item"} if opt.single_cls and len(data["names"]) != 1 else data["names"]
-    return data, Task(nc=nc, names=names, view_names=data.get("cls_names") or None)
-
-
-BalancerFactory = Callable[[dict, tuple[str, ...], torch.nn.Module], Balancer]
-
-
-def default_balancer(hyp: dict, task_names: tuple[str, ...], model: torch.nn.Module) -> Balancer:
-    """train.py's baseline: fixed task weights det_task / view_task from the hyps."""
-    return fixed_weights_from_hyp(hyp, task_names)
-
-
-def balancer_factory(opt: argparse.Namespace) -> BalancerFactory:
-    """The balancer --balancer names: fixed (default), uncertainty or pcgrad (GradNorm: train_gradnorm.py)."""
-    choice = getattr(opt, "balancer", "fixed") or "fixed"
-
-    def make(hyp: dict, task_names: tuple[str, ...], model: torch.nn.Module) -> Balancer:
-        if choice == "fixed" or "view" not in task_names:
-            if choice != "fixed":
-                LOGGER.warning(f"WARNING ⚠️ --balancer {choice} ignored: {opt.data} has one task (no cls_names)")
-            return default_balancer(hyp, task_names, model)
-        if choice == "uncertainty":
-            return UncertaintyWeighting(task_names, lr=opt.balancer_lr)
-        if choice == "pcgrad":
-            core = de_parallel(model)
-            if not isinstance(core, JointModel):
-                raise SystemExit(f"--balancer pcgrad: {type(core).__name__} shares no parameter between the tasks")
-            initial = fixed_weights_from_hyp(hyp, task_names).weight_dict()
-            return PCGrad(task_names, shared_parameters(core), list(core.parameters()), initial, seed=opt.seed)
-        raise SystemExit(f"--balancer {choice}: expected fixed, uncertainty or pcgrad")
-
-    return make
 
 
 def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
@@ -572,128 +285,11 @@ def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | Non
     return {"results": final, "save_dir": str(run.save_dir), "skipped_steps": skipped_steps}
 
 
-def task_losses(outputs: ModelOutputs, targets: torch.Tensor, views: torch.Tensor, compute_loss: ComputeLoss,
-                batch_size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Per-task losses to balance, and the detached items for logging (box, obj, cls[, view]).
-
-    YOLOv5's detection loss is a per-image mean multiplied by the batch size; the view
-    cross-entropy is put on the same scale so fixed weights of 1.0 mean equal footing.
-    """
-    det_loss, det_items = compute_loss(outputs.det, targets)
-    if outputs.view_logits is None:
-        return {"det": det_loss}, det_items
-    view = view_loss(outputs.view_logits, views)
-    return {"det": det_loss, "view": view * batch_size}, torch.cat((det_items, view.detach().view(1)))
-
-
 def view_captions(views: torch.Tensor, view_names: list | None) -> list[str] | None:
     """Per-image view names for train_batch*.jpg ('no view' for unlabelled images)."""
     if not view_names:
         return None
     return [view_names[v] if v >= 0 else "no view" for v in views.tolist()]
-
-
-def epoch_record(epoch: int, task: Task, train_losses: list, balancer: Balancer, lrs: dict, results: tuple,
-                 view_val: dict | None, t_epoch: float, fit: float) -> dict:
-    """One training_history.json entry: losses, task weights, lrs, metrics, time."""
-    record = {
-        "epoch": epoch,
-        "time_s": round(time.time() - t_epoch, 3),
-        "train_loss": dict(zip(task.loss_names, train_losses)),
-        "task_weights": balancer.weight_dict(),
-        "lr": {name: dict(zip(PARAM_GROUP_NAMES, group_lrs)) for name, group_lrs in lrs.items()},
-        "val": dict(zip(("precision", "recall", "mAP_0.5", "mAP_0.5:0.95", "box_loss", "obj_loss", "cls_loss"), results)),
-        "fitness": fit,
-    }
-    if view_val is not None:
-        record["val"].update(view_val)
-    return record
-
-
-def make_optimizers(model: torch.nn.Module, opt: argparse.Namespace, hyp: dict) -> dict[str, torch.optim.Optimizer]:
-    """train.py's optimizer: YOLOv5's three parameter groups over the whole model (train_dual.py adds one per network)."""
-    return {"model": smart_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])}
-
-
-def make_interference_monitor(opt: argparse.Namespace, model: torch.nn.Module, task: Task) -> InterferenceMonitor | None:
-    """The --interference-every monitor, or None when off or when the model shares nothing between the tasks."""
-    every = getattr(opt, "interference_every", 0) or 0
-    if every <= 0:
-        return None
-    if not task.view_names:
-        LOGGER.warning(f"WARNING ⚠️ --interference-every ignored: {opt.data} has one task (no cls_names)")
-        return None
-    if not isinstance(de_parallel(model), JointModel):
-        LOGGER.info("--interference-every: the two networks share no parameter, nothing to measure")
-        return None
-    monitor = InterferenceMonitor(model, task.task_names, every)
-    LOGGER.info(f"Gradient interference measured every {every} iterations on {len(monitor.params)} shared tensors")
-    return monitor
-
-
-def clip_gradients(optimizers: dict[str, torch.optim.Optimizer], max_norm: float = 10.0) -> list[torch.Tensor]:
-    """Clip the gradient norm at max_norm (YOLOv5's rule) separately over each optimizer's parameters.
-
-    With one optimizer this is YOLOv5's global clip. With two networks (dual backbones) one global
-    norm would let the classifier's large gradient shrink the detector's step, coupling two networks
-    that share nothing; clipping each network on its own keeps them independent. Returns the norms
-    before clipping, one per optimizer.
-    """
-    norms = []
-    for o in optimizers.values():
-        params = [p for g in o.param_groups for p in g["params"]]
-        norms.append(torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm))
-    return norms
-
-
-def zero_grad(optimizers: dict[str, torch.optim.Optimizer]) -> None:
-    for o in optimizers.values():
-        o.zero_grad()
-
-
-def warmup(optimizers: dict[str, torch.optim.Optimizer], ni: int, warmup_iters: int, epoch: int, lf, hyp: dict,
-           batch_size: int) -> int:
-    """YOLOv5 warmup: bias lr falls from warmup_bias_lr, other lrs rise from 0, momentum rises; returns accumulate.
-
-    A group may carry its own 'warmup_bias_lr' (an optimizer with another base lr scales it).
-    """
-    xi = [0, warmup_iters]
-    accumulate = max(1, int(np.interp(ni, xi, [1, NOMINAL_BATCH / batch_size]).round()))
-    for o in optimizers.values():
-        for j, group in enumerate(o.param_groups):
-            start = group.get("warmup_bias_lr", hyp["warmup_bias_lr"]) if j == 0 else 0.0  # group 0 holds the biases
-            group["lr"] = float(np.interp(ni, xi, [start, group["initial_lr"] * lf(epoch)]))
-            if "momentum" in group:
-                group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
-    return accumulate
-
-
-def drop_epochs_from(results_csv: Path, history: TrainingHistory, start_epoch: int) -> None:
-    """Forget results.csv rows and history records of epochs >= start_epoch (they are re-run after a resume)."""
-    if results_csv.exists():
-        lines = results_csv.read_text().splitlines(keepends=True)
-        kept = lines[:1] + [ln for ln in lines[1:] if ln.strip() and int(float(ln.split(",")[0])) < start_epoch]
-        if len(kept) != len(lines):
-            results_csv.write_text("".join(kept))
-    history.data["epochs"] = [r for r in history.data["epochs"] if r.get("epoch", -1) < start_epoch]
-    for key in ("steps", "interference"):
-        history.data[key] = [r for r in history.data.get(key, []) if r.get("epoch", -1) < start_epoch]
-
-
-def resume_state(ckpt: dict, optimizers: dict, ema: ModelEMA, balancer: Balancer, opt: argparse.Namespace) -> tuple[int, float]:
-    """Restore optimizers, EMA, balancer, epoch and best fitness from a last.pt; refuse a finished run."""
-    start_epoch = int(ckpt["epoch"]) + 1
-    if ckpt.get("optimizer") is None or start_epoch <= 0:
-        raise SystemExit(f"--resume {opt.weights}: training to {opt.epochs} epochs is finished, nothing to resume")
-    for name, o in optimizers.items():
-        o.load_state_dict(ckpt["optimizer"][name])
-    if ckpt.get("ema") is not None:
-        ema.ema.load_state_dict(ckpt["ema"])
-        ema.updates = int(ckpt.get("ema_updates", 0))
-    if ckpt.get("balancer"):
-        balancer.load_state_dict(ckpt["balancer"])
-    LOGGER.info(f"Resuming training from epoch {start_epoch} to {opt.epochs} total epochs")
-    return start_epoch, float(ckpt.get("best_fitness", 0.0))
 
 
 def finish(run: RunFolder, val_loader, task: Task, device, opt, compute_loss, plots: bool) -> tuple:
