@@ -5,7 +5,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, NamedTuple, TypeVar
 
 from utils.checkpoints import CheckpointError
 from utils.data.dataset_yaml import DatasetError
@@ -17,6 +17,39 @@ T = TypeVar("T")
 
 class OptionError(ValueError):
     """A command-line flag with a value this project cannot use; the message names the flag and value."""
+
+
+class Accepts(NamedTuple):
+    """What one numeric flag accepts: a test and the words an error message shows."""
+
+    ok: Callable[[float], bool]
+    words: str
+
+
+POSITIVE = Accepts(lambda v: v > 0, "a number > 0")
+NON_NEGATIVE = Accepts(lambda v: v >= 0, "a number >= 0")
+FRACTION = Accepts(lambda v: 0 <= v <= 1, "a number in [0, 1]")
+OPEN_FRACTION = Accepts(lambda v: 0 <= v < 1, "a number in [0, 1)")
+ANY_INTEGER = Accepts(lambda v: True, "an integer")
+
+
+def at_least(low: float) -> Accepts:
+    return Accepts(lambda v: v >= low, f"a number >= {low:g}")
+
+
+def check_numeric_flags(opt: argparse.Namespace, rules: dict[str, Accepts]) -> None:
+    """Stop before any work with one `ERROR:` line naming the first flag whose value is not accepted.
+
+    rules maps an option's dest (e.g. "batch_size") to what it accepts; None (flag not given, no
+    default) is skipped, list values are checked one by one, and NaN or infinity is never accepted.
+    """
+    for dest, accepts in rules.items():
+        value = getattr(opt, dest, None)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is None or isinstance(v, bool):
+                continue
+            if not (math.isfinite(v) and accepts.ok(v)):
+                raise SystemExit(f"ERROR: --{dest.replace('_', '-')} {v}: expected {accepts.words}")
 
 
 def train_parser(description: str = "Train a YOLOv5-compatible detector") -> argparse.ArgumentParser:
