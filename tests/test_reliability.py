@@ -170,10 +170,10 @@ def test_fuzzed_inputs_are_reported_or_used_and_training_completes(tmp_path: Pat
 def test_non_finite_loss_skips_the_step_and_is_counted(tmp_path: Path, med_root: Path, monkeypatch):
     import torch
 
-    import utils.training.engine as engine
+    import utils.training.step as step_module
     from tests.test_joint_pipeline import _joint_yaml
 
-    real = engine.task_losses
+    real = step_module.task_losses
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -184,7 +184,7 @@ def test_non_finite_loss_skips_the_step_and_is_counted(tmp_path: Path, med_root:
             losses = {k: v * torch.tensor(bad) if k == "det" else v for k, v in losses.items()}
         return losses, items
 
-    monkeypatch.setattr(engine, "task_losses", poisoned)
+    monkeypatch.setattr(step_module, "task_losses", poisoned)
     data = _joint_yaml(tmp_path, med_root, n=8)
     result = train.main(train.parse_opt([
         "--data", str(data), "--cfg", "models/yolov5n.yaml", "--img", "64", "--epochs", "2", "--batch-size", "2",

@@ -1,1 +1,1 @@
-"""Training: the one loop, its step, balancers (fixed, uncertainty, PCGrad, GradNorm), loss, checkpoints of a run, DDP."""
+"""Training: the one loop, its step, balancers (fixed, uncertainty, PCGrad, GradNorm), loss, DDP, run files."""

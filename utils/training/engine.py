@@ -1,13 +1,15 @@
 """The one training loop every train*.py drives.
 
-`train(opt)` sets up a run folder, data, model, optimizer, EMA and loss the way YOLOv5
-does, then runs epochs of warmup/accumulation/EMA updates, validates the EMA, writes
-results.csv and checkpoints atomically, and finally validates best.pt with plots.
+`train(opt)` builds a `Trainer` (run folder, data, model, optimizers, EMA, balancer and loss, the way
+YOLOv5 does) and calls `fit()`: epochs of batches through the shared step (utils/training/step.py),
+then at each epoch's end validation of the EMA, results.csv, history and atomic checkpoints, and
+after the last epoch the validation of best.pt with plots.
 """
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -16,30 +18,32 @@ import yaml
 from torch.optim import lr_scheduler
 from tqdm import tqdm
 
-from utils.training.autoanchor import check_anchors
 from utils.checkpoints import build_checkpoint, save_checkpoint, strip_optimizer
-from utils.data.loaders import create_dataloader
-from utils.training.distributed import (DistContext, all_reduce_mean, any_rank, broadcast_object,
-                               check_ranks_agree, cleanup_distributed, context_from_env, parameter_checksum,
-                               per_rank_batch_size, setup_distributed, sync_batchnorm, wrap_distributed)
 from utils.cli import check_img_size
-from utils.training.best_checkpoint import (best_ema_state, improves_best, part_fitness, per_network_best,
-                                           per_network_checkpoint, training_fitness)
-from utils.training.model_setup import (BalancerFactory, balancer_factory, build_training_model, freeze_layers,
-                                        make_interference_monitor, make_optimizers)
-from utils.training.optim import NOMINAL_BATCH, clip_gradients, warmup, zero_grad
-from utils.training.run_files import RunFolder, append_results_row, drop_epochs_from, epoch_record
-from utils.training.run_setup import disable_mixing_augmentations, resume_state, scale_hyp_for_model, setup_run
-from utils.training.step import task_losses
-from utils.training.task import Task, load_task
-from utils.training.history import TrainingHistory
+from utils.data.loaders import create_dataloader
+from utils.evaluation.validation import evaluate
 from utils.logger import LOGGER
-from utils.training.loss import ComputeLoss
 from utils.model_loading import load_inference_model
 from utils.plots import plot_images, plot_labels
-from utils.training.plots import plot_gradnorm, plot_interference, plot_results
 from utils.torch_utils import ModelEMA, de_parallel, init_seeds, linear_lr, one_cycle, select_device
-from utils.evaluation.validation import evaluate
+from utils.training.autoanchor import check_anchors
+from utils.training.best_checkpoint import (best_ema_state, improves_best, part_fitness, per_network_best,
+                                            per_network_checkpoint, training_fitness)
+from utils.training.distributed import (DistContext, all_reduce_mean, broadcast_object, check_ranks_agree,
+                                        cleanup_distributed, context_from_env, parameter_checksum,
+                                        per_rank_batch_size, setup_distributed, sync_batchnorm, wrap_distributed)
+from utils.training.history import TrainingHistory
+from utils.training.loss import ComputeLoss
+from utils.training.model_setup import (BalancerFactory, balancer_factory, build_training_model, freeze_layers,
+                                        make_interference_monitor, make_optimizers)
+from utils.training.optim import NOMINAL_BATCH, warmup, zero_grad
+from utils.training.plots import plot_gradnorm, plot_interference, plot_results
+from utils.training.run_files import RunFolder, append_results_row, drop_epochs_from, epoch_record
+from utils.training.run_setup import disable_mixing_augmentations, resume_state, scale_hyp_for_model, setup_run
+from utils.training.step import StepParts, StepState, train_step
+from utils.training.task import load_task
+
+VIEW_COLUMNS = ("view_loss", "view_accuracy", "view_balanced_accuracy")  # of the view summary, in results.csv
 
 
 def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
@@ -57,232 +61,297 @@ def train(opt: argparse.Namespace, make_balancer: BalancerFactory | None = None,
     else:  # a bad --device fails before a run folder exists; a resumed run uses its own saved --device
         device = None if opt.resume else select_device(opt.device, batch_size=opt.batch_size)
     try:
-        return _train(opt, ctx, device, make_balancer, make_model, make_optims)
+        return Trainer(opt, ctx, device, make_balancer, make_model, make_optims).fit()
     finally:
         cleanup_distributed()
 
 
-def _train(opt: argparse.Namespace, ctx: DistContext, device: torch.device | None,
-           make_balancer: BalancerFactory | None, make_model: Callable | None, make_optims: Callable | None) -> dict:
-    opt, hyp, run = setup_run(opt, ctx)
-    device = device or select_device(opt.device, batch_size=opt.batch_size)
-    main = ctx.is_main  # only rank 0 writes files, validates and logs
-    init_seeds(opt.seed + ctx.rank, deterministic=getattr(opt, "deterministic", False))  # DDP: weights come from rank 0
-    plots = not opt.noplots and main
-    data, task = load_task(opt)
-    if task.view_names:
-        hyp = disable_mixing_augmentations(hyp)
-    if not opt.resume and main:
-        (run.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
-    LOGGER.info("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
+@dataclass
+class EpochLog:
+    """What one epoch's batches leave for its end: the mean loss items and when it started."""
 
-    model, ckpt = (make_model or build_training_model)(opt, task.nc, task.names, task.n_views, device)
-    model = sync_batchnorm(model, bool(getattr(opt, "sync_bn", False)), ctx, device)
-    model.info()
-    channels_last = bool(getattr(opt, "channels_last", False))
-    if channels_last:  # NHWC: about 20 % faster forward+backward on this CPU (oneDNN); same model, float rounding may differ
-        model.to(memory_format=torch.channels_last)
-    freeze_layers(model, opt.freeze)
-    head = model.detect
-    grid_stride = max(int(head.stride.max()), 32)
-    imgsz = check_img_size(opt.imgsz, grid_stride)
+    mean_loss: torch.Tensor
+    t_epoch: float
+    train_s: float  # the batches alone; the history's time_s adds validation and saving
 
-    batch_size = opt.batch_size  # the total over all processes: accumulation and weight decay follow it
-    rank_batch_size = per_rank_batch_size(batch_size, ctx)
-    accumulate = max(round(NOMINAL_BATCH / batch_size), 1)
-    hyp["weight_decay"] *= batch_size * accumulate / NOMINAL_BATCH
-    optimizers = (make_optims or make_optimizers)(model, opt, hyp)
-    lf = one_cycle(1, hyp["lrf"], opt.epochs) if opt.cos_lr else linear_lr(hyp["lrf"], opt.epochs)
-    schedulers = [lr_scheduler.LambdaLR(o, lr_lambda=lf) for o in optimizers.values()]
-    ema = ModelEMA(model)
-    balancer = (make_balancer or balancer_factory(opt))(hyp, task.task_names, model)
 
-    best_parts = per_network_best(opt, model)
-    start_epoch, best_fitness = 0, 0.0
-    if ckpt is not None and opt.resume:
-        start_epoch, best_fitness = resume_state(ckpt, optimizers, ema, balancer, opt)
-        if best_parts is not None:
-            best_parts.load_state_dict(ckpt.get("best_parts") or {}, best_ema_state(run.best))
+class Trainer:
+    """One training run. `fit()` is the loop; the constructor is its setup, in YOLOv5's order."""
 
-    train_loader, dataset = create_dataloader(
-        data["train"], imgsz, rank_batch_size, grid_stride, single_cls=opt.single_cls, hyp=hyp, augment=True,
-        cache=opt.cache, rect=opt.rect, workers=opt.workers, shuffle=not opt.rect,
-        prefix="train: ", seed=opt.seed, nc=task.nc, n_views=task.n_views,
-        rect_shuffle=getattr(opt, "rect_shuffle", False), shard=True,
-    )
-    val_loader = None
-    if main:
-        val_loader, _ = create_dataloader(
-            data["val"], imgsz, rank_batch_size * 2, grid_stride, single_cls=opt.single_cls, hyp=hyp,
-            cache=opt.cache, rect=True, pad=0.5, workers=opt.workers, prefix="val: ", nc=task.nc,
-            n_views=task.n_views,
+    def __init__(self, opt: argparse.Namespace, ctx: DistContext, device: torch.device | None,
+                 make_balancer: BalancerFactory | None = None, make_model: Callable | None = None,
+                 make_optims: Callable | None = None) -> None:
+        self.opt, self.hyp, self.run = setup_run(opt, ctx)
+        opt = self.opt
+        self.ctx, self.main = ctx, ctx.is_main  # only rank 0 writes files, validates and logs
+        self.device = device or select_device(opt.device, batch_size=opt.batch_size)
+        init_seeds(opt.seed + ctx.rank, deterministic=getattr(opt, "deterministic", False))  # DDP: rank 0's weights
+        self.plots = not opt.noplots and self.main
+        self.data, self.task = load_task(opt)
+        if self.task.view_names:
+            self.hyp = disable_mixing_augmentations(self.hyp)
+        if not opt.resume and self.main:
+            (self.run.save_dir / "hyp.yaml").write_text(yaml.safe_dump(self.hyp, sort_keys=False))
+        LOGGER.info("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in self.hyp.items()))
+        ckpt = self._build_model(make_model)
+        self._build_optimisation(make_optims, make_balancer, ckpt)
+        self._build_data()
+        self._build_loss_and_records(ckpt)
+
+    # ------------------------------------------------------------------------------------------- setup
+
+    def _build_model(self, make_model: Callable | None) -> dict | None:
+        """The model (from the factory), SyncBatchNorm, NHWC, frozen layers and the image size; returns the
+        checkpoint --weights named, if any."""
+        opt, task = self.opt, self.task
+        model, ckpt = (make_model or build_training_model)(opt, task.nc, task.names, task.n_views, self.device)
+        model = sync_batchnorm(model, bool(getattr(opt, "sync_bn", False)), self.ctx, self.device)
+        model.info()
+        self.channels_last = bool(getattr(opt, "channels_last", False))
+        if self.channels_last:  # NHWC: faster forward+backward on CPUs (oneDNN); same model, rounding may differ
+            model.to(memory_format=torch.channels_last)
+        freeze_layers(model, opt.freeze)
+        self.model = model
+        self.grid_stride = max(int(model.detect.stride.max()), 32)
+        self.imgsz = check_img_size(opt.imgsz, self.grid_stride)
+        return ckpt
+
+    def _build_optimisation(self, make_optims: Callable | None, make_balancer: BalancerFactory | None,
+                            ckpt: dict | None) -> None:
+        """Optimizers, lr schedule, EMA, balancer and best.pt tracking; restored from last.pt on --resume."""
+        opt, hyp = self.opt, self.hyp
+        self.batch_size = opt.batch_size  # the total over all processes: accumulation and weight decay follow it
+        accumulate = max(round(NOMINAL_BATCH / self.batch_size), 1)
+        hyp["weight_decay"] *= self.batch_size * accumulate / NOMINAL_BATCH
+        self.optimizers = (make_optims or make_optimizers)(self.model, opt, hyp)
+        self.lf = one_cycle(1, hyp["lrf"], opt.epochs) if opt.cos_lr else linear_lr(hyp["lrf"], opt.epochs)
+        self.schedulers = [lr_scheduler.LambdaLR(o, lr_lambda=self.lf) for o in self.optimizers.values()]
+        self.ema = ModelEMA(self.model)
+        self.balancer = (make_balancer or balancer_factory(opt))(hyp, self.task.task_names, self.model)
+        self.best_parts = per_network_best(opt, self.model)
+        self.start_epoch, self.best_fitness = 0, 0.0
+        if ckpt is not None and opt.resume:
+            self.start_epoch, self.best_fitness = resume_state(ckpt, self.optimizers, self.ema, self.balancer, opt)
+            if self.best_parts is not None:
+                self.best_parts.load_state_dict(ckpt.get("best_parts") or {}, best_ema_state(self.run.best))
+        resumed = ckpt if opt.resume else None
+        self.state = StepState(accumulate=accumulate,  # accumulation and the skip count continue after a resume
+                               last_opt_step=int((resumed or {}).get("last_opt_step", -1)),
+                               skipped_steps=int((resumed or {}).get("skipped_steps", 0)))
+
+    def _build_data(self) -> None:
+        """The training loader (sharded under DDP), rank 0's val loader, label plots and AutoAnchor."""
+        opt, task, hyp, main = self.opt, self.task, self.hyp, self.main
+        rank_batch_size = per_rank_batch_size(self.batch_size, self.ctx)
+        self.train_loader, dataset = create_dataloader(
+            self.data["train"], self.imgsz, rank_batch_size, self.grid_stride, single_cls=opt.single_cls, hyp=hyp,
+            augment=True, cache=opt.cache, rect=opt.rect, workers=opt.workers, shuffle=not opt.rect,
+            prefix="train: ", seed=opt.seed, nc=task.nc, n_views=task.n_views,
+            rect_shuffle=getattr(opt, "rect_shuffle", False), shard=True,
         )
-    if task.view_names:
-        n_missing = int((dataset.views < 0).sum())
-        LOGGER.info(f"train: view labels {np.bincount(dataset.views[dataset.views >= 0], minlength=task.n_views).tolist()} "
-                    f"for {task.view_names}; {n_missing} images without a view label train detection only")
-    if not opt.resume and main:
-        if plots:
-            all_labels = np.concatenate([lb for lb in dataset.labels if len(lb)] or [np.zeros((0, 5))], 0)
-            plot_labels(all_labels, task.names, run.save_dir)
-        if not opt.noautoanchor:
-            check_anchors(dataset, model=model, thr=hyp["anchor_t"], imgsz=imgsz)  # DDP: wrapping copies rank 0's
-    train_model = wrap_distributed(model, ctx, device)  # what the forward pass runs through
+        self.val_loader = None
+        if main:
+            self.val_loader, _ = create_dataloader(
+                self.data["val"], self.imgsz, rank_batch_size * 2, self.grid_stride, single_cls=opt.single_cls,
+                hyp=hyp, cache=opt.cache, rect=True, pad=0.5, workers=opt.workers, prefix="val: ", nc=task.nc,
+                n_views=task.n_views,
+            )
+        if task.view_names:
+            counts = np.bincount(dataset.views[dataset.views >= 0], minlength=task.n_views).tolist()
+            LOGGER.info(f"train: view labels {counts} for {task.view_names}; {int((dataset.views < 0).sum())} "
+                        f"images without a view label train detection only")
+        if not opt.resume and main:
+            if self.plots:
+                all_labels = np.concatenate([lb for lb in dataset.labels if len(lb)] or [np.zeros((0, 5))], 0)
+                plot_labels(all_labels, task.names, self.run.save_dir)
+            if not opt.noautoanchor:  # DDP: wrapping copies rank 0's anchors
+                check_anchors(dataset, model=self.model, thr=hyp["anchor_t"], imgsz=self.imgsz)
 
-    hyp = scale_hyp_for_model(hyp, head.nl, task.nc, imgsz)
-    compute_loss = ComputeLoss(model, hyp, label_smoothing=opt.label_smoothing)
-    model.hyp = hyp
-    run_info = {"script": getattr(opt, "script", "train.py"), "tasks": list(task.task_names), "names": task.names,
-                "view_names": task.view_names, "balancer": type(balancer).__name__, "world_size": ctx.world_size,
-                # results differ bitwise with the thread count (measured): record it to compare runs
-                "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__}
-    history = TrainingHistory(run.save_dir / "training_history.json", run_info) if main else None
-    monitor = make_interference_monitor(opt, model, task) if main else None  # rank 0 measures its own batches
+    def _build_loss_and_records(self, ckpt: dict | None) -> None:
+        """Loss (gains scaled as YOLOv5), the step's parts, training_history.json, warmup and resume trims."""
+        opt, task, main, ctx = self.opt, self.task, self.main, self.ctx
+        forward = wrap_distributed(self.model, ctx, self.device)  # what the forward pass runs through
+        self.hyp = scale_hyp_for_model(self.hyp, self.model.detect.nl, task.nc, self.imgsz)
+        self.compute_loss = ComputeLoss(self.model, self.hyp, label_smoothing=opt.label_smoothing)
+        self.model.hyp = self.hyp
+        run_info = {"script": getattr(opt, "script", "train.py"), "tasks": list(task.task_names),
+                    "names": task.names, "view_names": task.view_names, "balancer": type(self.balancer).__name__,
+                    "world_size": ctx.world_size,
+                    # results differ bitwise with the thread count (measured): record it to compare runs
+                    "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__}
+        self.history = TrainingHistory(self.run.save_dir / "training_history.json", run_info) if main else None
+        self.parts = StepParts(
+            forward=forward, model=self.model, optimizers=self.optimizers, balancer=self.balancer,
+            compute_loss=self.compute_loss, task_names=task.task_names,
+            loss_scale=ctx.world_size if ctx.enabled else None, ema=self.ema if main else None,
+            history=self.history,
+            monitor=make_interference_monitor(opt, self.model, task) if main else None,  # rank 0's batches
+        )
+        batches = len(self.train_loader)
+        self.warmup_iters = max(round(self.hyp["warmup_epochs"] * batches), 100) if self.hyp["warmup_epochs"] > 0 else 0
+        for scheduler in self.schedulers:
+            scheduler.last_epoch = self.start_epoch - 1
+        self.results, self.view_val = (0.0,) * 7, None  # the last validation, repeated on epochs without one
+        self.best_epoch, self.patience = self.start_epoch, opt.patience or float("inf")
+        if opt.resume and main:  # a crash after an epoch's log but before its checkpoint: that epoch is trained again
+            drop_epochs_from(self.run.results_csv, self.history, self.start_epoch)
 
-    batches = len(train_loader)
-    warmup_iters = max(round(hyp["warmup_epochs"] * batches), 100) if hyp["warmup_epochs"] > 0 else 0
-    last_opt_step = int((ckpt or {}).get("last_opt_step", -1)) if opt.resume else -1  # accumulation continues
-    for scheduler in schedulers:
-        scheduler.last_epoch = start_epoch - 1
-    results, view_val = (0.0,) * 7, None
-    best_epoch, patience = start_epoch, opt.patience or float("inf")
-    skipped_steps = int((ckpt or {}).get("skipped_steps", 0)) if opt.resume else 0
-    if opt.resume and main:  # a crash after an epoch's log but before its checkpoint: that epoch is trained again
-        drop_epochs_from(run.results_csv, history, start_epoch)
-    t_start = time.time()
-    LOGGER.info(f"Image sizes {imgsz} train, {imgsz} val\nUsing {train_loader.num_workers} dataloader workers\n"
-                f"Logging results to {run.save_dir}\nStarting training for {opt.epochs} epochs...")
-    epoch = start_epoch
-    for epoch in range(start_epoch, opt.epochs):
+    # ------------------------------------------------------------------------------------------- the loop
+
+    def fit(self) -> dict:
+        """Every epoch: its batches, then its end (validation, records, checkpoints, early stop); then finish."""
+        self.t_start = time.time()
+        LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
+                    f"Using {self.train_loader.num_workers} dataloader workers\n"
+                    f"Logging results to {self.run.save_dir}\nStarting training for {self.opt.epochs} epochs...")
+        epoch = self.start_epoch
+        for epoch in range(self.start_epoch, self.opt.epochs):
+            log = self.train_epoch(epoch)
+            if self.end_epoch(epoch, log):
+                break
+        return self.finish(epoch)
+
+    def train_epoch(self, epoch: int) -> EpochLog:
+        """The epoch's batches through the shared step, with warmup, the progress bar and the first mosaics."""
+        opt, task, device = self.opt, self.task, self.device
         t_epoch = time.time()
-        model.train()
+        self.model.train()
         mean_loss = torch.zeros(len(task.loss_names), device=device)
-        zero_grad(optimizers)
+        zero_grad(self.optimizers)
         weight_names = [f"w_{t}" for t in task.task_names] if task.view_names else []
         LOGGER.info(("\n" + "%11s" * (4 + len(task.loss_names) + len(weight_names))) % (
             "Epoch", "GPU_mem", *task.loss_names, *weight_names, "Instances", "Size"))
-        for sampler in (train_loader.sampler, train_loader.batch_sampler):
+        loader = self.train_loader
+        for sampler in (loader.sampler, loader.batch_sampler):
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)  # the epoch's own order: the same on every rank and after a resume
-        bar = tqdm(enumerate(train_loader), total=batches, bar_format="{l_bar}{bar:10}{r_bar}", disable=not main)
+        batches = len(loader)
+        bar = tqdm(enumerate(loader), total=batches, bar_format="{l_bar}{bar:10}{r_bar}", disable=not self.main)
         for i, (imgs, targets, views, paths, _shapes) in bar:
             ni = i + batches * epoch
             imgs = imgs.to(device, non_blocking=True).float() / 255
-            if channels_last:
+            if self.channels_last:
                 imgs = imgs.contiguous(memory_format=torch.channels_last)
             targets, views = targets.to(device), views.to(device)
-            if ni <= warmup_iters:
-                accumulate = warmup(optimizers, ni, warmup_iters, epoch, lf, hyp, batch_size)
-            losses, loss_items = task_losses(train_model(imgs), targets, views, compute_loss, imgs.shape[0])
-            if ctx.enabled:  # DDP averages gradients over ranks; YOLOv5 scales by the world size to keep the sum
-                losses = {name: value * ctx.world_size for name, value in losses.items()}
-            loss = balancer.combine(losses)
-            if any_rank(not bool(torch.isfinite(loss))):  # all ranks skip together, or the others would hang
-                skipped_steps += 1
-                LOGGER.warning(f"WARNING ⚠️ non-finite loss at epoch {epoch} batch {i} (this process: {loss.item()}), "
-                               "step skipped")
-                zero_grad(optimizers)
+            if ni <= self.warmup_iters:
+                self.state.accumulate = warmup(self.optimizers, ni, self.warmup_iters, epoch, self.lf, self.hyp,
+                                               self.batch_size)
+            loss_items = train_step(self.parts, self.state, imgs, targets, views, ni, epoch, i)
+            if loss_items is None:  # non-finite loss: skipped and counted
                 continue
-            if monitor is not None and monitor.due(ni):
-                weights = balancer.weights.to(loss.device)
-                history.log_interference(monitor.measure(
-                    {name: weights[k] * losses[name] for k, name in enumerate(task.task_names)}, ni, epoch))
-            balancer.backward(loss, losses)
-            if ni - last_opt_step >= accumulate:
-                clip_gradients(optimizers)
-                for o in optimizers.values():
-                    o.step()
-                zero_grad(optimizers)
-                if main:  # only rank 0 validates and saves the EMA
-                    ema.update(model)
-                balancer.step()
-                if main and balancer.adaptive and balancer.last_stats is not None:
-                    history.log_step({"step": ni, "epoch": epoch, **balancer.last_stats})
-                last_opt_step = ni
             mean_loss = (mean_loss * i + loss_items) / (i + 1)
             mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
-            weights = balancer.weights.tolist() if task.view_names else []
+            weights = self.balancer.weights.tolist() if task.view_names else []
             bar.set_description(("%11s" * 2 + "%11.4g" * (len(task.loss_names) + len(weights) + 2)) % (
                 f"{epoch}/{opt.epochs - 1}", mem, *mean_loss.tolist(), *weights, targets.shape[0], imgs.shape[-1]))
-            if plots and ni < 3:
-                plot_images(imgs, targets, paths, run.save_dir / f"train_batch{ni}.jpg", task.names,
+            if self.plots and ni < 3:
+                plot_images(imgs, targets, paths, self.run.save_dir / f"train_batch{ni}.jpg", task.names,
                             captions=view_captions(views, task.view_names))
+        return EpochLog(mean_loss, t_epoch, time.time() - t_epoch)
 
-        train_s = time.time() - t_epoch  # the batches alone; time_s adds validation and saving
-        lrs = {name: [g["lr"] for g in o.param_groups] for name, o in optimizers.items()}
-        for scheduler in schedulers:
+    def end_epoch(self, epoch: int, log: EpochLog) -> bool:
+        """Schedulers, EMA attributes, DDP agreement; on rank 0 validation, records and checkpoints. True = stop."""
+        lrs = {name: [g["lr"] for g in o.param_groups] for name, o in self.optimizers.items()}
+        for scheduler in self.schedulers:
             scheduler.step()
-        if main:
-            ema.update_attr(model)
-        mean_loss = all_reduce_mean(mean_loss)  # DDP: the epoch's mean over every rank's batches
-        if ctx.enabled:  # a rank that drifted would make rank 0's checkpoint describe a model nobody trains
-            check_ranks_agree(parameter_checksum(model), "model parameters")
-            check_ranks_agree(balancer.weights, "task weights")
+        if self.main:
+            self.ema.update_attr(self.model)
+        log.mean_loss = all_reduce_mean(log.mean_loss)  # DDP: the epoch's mean over every rank's batches
+        if self.ctx.enabled:  # a rank that drifted would make rank 0's checkpoint describe a model nobody trains
+            check_ranks_agree(parameter_checksum(self.model), "model parameters")
+            check_ranks_agree(self.balancer.weights, "task weights")
         stop = False
-        if main:  # validation, results.csv, history and checkpoints: rank 0 only
-            final_epoch = epoch + 1 == opt.epochs
-            val_period = max(int(getattr(opt, "val_period", 1) or 1), 1)
-            validated = final_epoch or (not opt.noval and (epoch + 1) % val_period == 0)
-            if validated:
-                val = evaluate(ema.ema, val_loader, names=task.names, device=device, single_cls=opt.single_cls,
-                               compute_loss=compute_loss, save_dir=run.save_dir, plots=False, training=True,
-                               view_names=task.view_names)
-                results, view_val = val.as_tuple(), val.view_summary()
-            fit = training_fitness(results, view_val, getattr(opt, "fitness", "detection"))
-            improved = improves_best(fit, best_fitness, validated)
-            if validated and fit > best_fitness:
-                best_fitness, best_epoch = fit, epoch
-            parts_fit = None
-            if best_parts is not None:  # best.pt: each network at its own best epoch
-                parts_fit = part_fitness(fit, view_val)
-                improved = best_parts.update(epoch, parts_fit, ema.ema.state_dict(), validated)
-                best_epoch = max(best_epoch, best_parts.last_improved_epoch)
-            train_losses = mean_loss.tolist()
-            row = [*train_losses[:3], *results, *next(iter(lrs.values()))]  # x/lr0-2: the (detection) model's groups
-            if task.view_names:
-                view_cols = ("view_loss", "view_accuracy", "view_balanced_accuracy")
-                row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in view_cols), *balancer.weights.tolist()]
-            append_results_row(run.results_csv, epoch, row, task.results_keys)
-            record = epoch_record(epoch, task, train_losses, balancer, lrs, results, view_val, t_epoch, fit)
-            if parts_fit is not None:
-                record["part_fitness"] = parts_fit
-            record.update(elapsed_s=round(time.time() - t_start, 3), train_s=round(train_s, 3),
-                          validated=validated,  # time-to-accuracy curves
-                          skipped_steps=skipped_steps)  # non-finite losses so far (steps skipped, run continued)
-            history.log_epoch(record)
-            stop = epoch - best_epoch >= patience
-            if not opt.nosave or final_epoch or stop:
-                ckpt_out = build_checkpoint(
-                    model_yaml=model.yaml, model_state=de_parallel(model).state_dict(), names=task.names, epoch=epoch,
-                    best_fitness=best_fitness, ema_state=ema.ema.state_dict(), ema_updates=ema.updates,
-                    optimizer_state={name: o.state_dict() for name, o in optimizers.items()}, opt=vars(opt), hyp=hyp,
-                    extra={"skipped_steps": skipped_steps, "last_opt_step": last_opt_step, "results": list(results),
-                           "view_names": task.view_names,
-                           "balancer": balancer.state_dict(),
-                           **({"best_parts": best_parts.state_dict()} if best_parts is not None else {})},
-                )
-                save_checkpoint(ckpt_out, run.last)
-                if improved:
-                    save_checkpoint(ckpt_out if best_parts is None else per_network_checkpoint(ckpt_out, best_parts),
-                                    run.best)
-                if opt.save_period > 0 and epoch % opt.save_period == 0:
-                    save_checkpoint(ckpt_out, run.weights / f"epoch{epoch}.pt")
+        if self.main:  # validation, results.csv, history and checkpoints: rank 0 only
+            final_epoch = epoch + 1 == self.opt.epochs
+            validated = self.validate(epoch, final_epoch)
+            improved = self.update_best(epoch, validated)
+            self.record_epoch(epoch, log, lrs, validated)
+            stop = epoch - self.best_epoch >= self.patience
+            if not self.opt.nosave or final_epoch or stop:
+                self.save_checkpoints(epoch, improved)
         stop = broadcast_object(stop)  # every rank leaves the loop together
         if stop:
-            LOGGER.info(f"Stopping training early as no improvement observed in last {opt.patience} epochs. "
-                        f"Best results observed at epoch {best_epoch}, best model saved as best.pt.")
-            break
+            LOGGER.info(f"Stopping training early as no improvement observed in last {self.opt.patience} epochs. "
+                        f"Best results observed at epoch {self.best_epoch}, best model saved as best.pt.")
+        return stop
 
-    hours = (time.time() - t_start) / 3600
-    LOGGER.info(f"\n{epoch - start_epoch + 1} epochs completed in {hours:.3f} hours.")
-    if not main:
-        return {"results": (), "save_dir": str(run.save_dir), "skipped_steps": skipped_steps}
-    final = finish(run, val_loader, task, device, opt, compute_loss, plots)
-    if plots and balancer.adaptive:
-        plot_gradnorm(history.path)
-    if plots and history.data["interference"]:
-        plot_interference(history.path)
-    return {"results": final, "save_dir": str(run.save_dir), "skipped_steps": skipped_steps}
+    def validate(self, epoch: int, final_epoch: bool) -> bool:
+        """Validate the EMA when due (every --val-period epochs and the last); False when this epoch is not."""
+        opt = self.opt
+        val_period = max(int(getattr(opt, "val_period", 1) or 1), 1)
+        if not (final_epoch or (not opt.noval and (epoch + 1) % val_period == 0)):
+            return False
+        val = evaluate(self.ema.ema, self.val_loader, names=self.task.names, device=self.device,
+                       single_cls=opt.single_cls, compute_loss=self.compute_loss, save_dir=self.run.save_dir,
+                       plots=False, training=True, view_names=self.task.view_names)
+        self.results, self.view_val = val.as_tuple(), val.view_summary()
+        return True
+
+    def update_best(self, epoch: int, validated: bool) -> bool:
+        """This epoch's fitness against the best so far (per network for --fitness per-network); True = best.pt."""
+        self.fit_value = training_fitness(self.results, self.view_val, getattr(self.opt, "fitness", "detection"))
+        improved = improves_best(self.fit_value, self.best_fitness, validated)
+        if validated and self.fit_value > self.best_fitness:
+            self.best_fitness, self.best_epoch = self.fit_value, epoch
+        self.parts_fit = None
+        if self.best_parts is not None:  # best.pt: each network at its own best epoch
+            self.parts_fit = part_fitness(self.fit_value, self.view_val)
+            improved = self.best_parts.update(epoch, self.parts_fit, self.ema.ema.state_dict(), validated)
+            self.best_epoch = max(self.best_epoch, self.best_parts.last_improved_epoch)
+        return improved
+
+    def record_epoch(self, epoch: int, log: EpochLog, lrs: dict, validated: bool) -> None:
+        """One results.csv row (YOLOv5's columns, then the view task's) and one training_history.json record."""
+        task, results, view_val = self.task, self.results, self.view_val
+        train_losses = log.mean_loss.tolist()
+        row = [*train_losses[:3], *results, *next(iter(lrs.values()))]  # x/lr0-2: the (detection) model's groups
+        if task.view_names:
+            row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in VIEW_COLUMNS),
+                    *self.balancer.weights.tolist()]
+        append_results_row(self.run.results_csv, epoch, row, task.results_keys)
+        record = epoch_record(epoch, task, train_losses, self.balancer, lrs, results, view_val, log.t_epoch,
+                              self.fit_value)
+        if self.parts_fit is not None:
+            record["part_fitness"] = self.parts_fit
+        record.update(elapsed_s=round(time.time() - self.t_start, 3), train_s=round(log.train_s, 3),
+                      validated=validated,  # time-to-accuracy curves
+                      skipped_steps=self.state.skipped_steps)  # non-finite losses so far (skipped, run continued)
+        self.history.log_epoch(record)
+
+    def save_checkpoints(self, epoch: int, improved: bool) -> None:
+        """last.pt always, best.pt when improved, epoch{N}.pt every --save-period; each written atomically."""
+        opt, run, ema = self.opt, self.run, self.ema
+        ckpt = build_checkpoint(
+            model_yaml=self.model.yaml, model_state=de_parallel(self.model).state_dict(), names=self.task.names,
+            epoch=epoch, best_fitness=self.best_fitness, ema_state=ema.ema.state_dict(), ema_updates=ema.updates,
+            optimizer_state={name: o.state_dict() for name, o in self.optimizers.items()}, opt=vars(opt),
+            hyp=self.hyp,
+            extra={"skipped_steps": self.state.skipped_steps, "last_opt_step": self.state.last_opt_step,
+                   "results": list(self.results), "view_names": self.task.view_names,
+                   "balancer": self.balancer.state_dict(),
+                   **({"best_parts": self.best_parts.state_dict()} if self.best_parts is not None else {})},
+        )
+        save_checkpoint(ckpt, run.last)
+        if improved:
+            save_checkpoint(ckpt if self.best_parts is None else per_network_checkpoint(ckpt, self.best_parts),
+                            run.best)
+        if opt.save_period > 0 and epoch % opt.save_period == 0:
+            save_checkpoint(ckpt, run.weights / f"epoch{epoch}.pt")
+
+    def finish(self, epoch: int) -> dict:
+        """YOLOv5's end of training on rank 0: strip optimizers, validate best.pt with plots, draw the curves."""
+        hours = (time.time() - self.t_start) / 3600
+        LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {hours:.3f} hours.")
+        summary = {"results": (), "save_dir": str(self.run.save_dir), "skipped_steps": self.state.skipped_steps}
+        if not self.main:
+            return summary
+        summary["results"] = validate_best(self.run, self.val_loader, self.task.names, self.task.view_names,
+                                           self.device, self.opt.single_cls, self.compute_loss, self.plots)
+        if self.plots and self.balancer.adaptive:
+            plot_gradnorm(self.history.path)
+        if self.plots and self.history.data["interference"]:
+            plot_interference(self.history.path)
+        return summary
 
 
 def view_captions(views: torch.Tensor, view_names: list | None) -> list[str] | None:
@@ -292,8 +361,9 @@ def view_captions(views: torch.Tensor, view_names: list | None) -> list[str] | N
     return [view_names[v] if v >= 0 else "no view" for v in views.tolist()]
 
 
-def finish(run: RunFolder, val_loader, task: Task, device, opt, compute_loss, plots: bool) -> tuple:
-    """Strip optimizers, validate best.pt with plots, draw results.png (YOLOv5's end of training)."""
+def validate_best(run: RunFolder, val_loader, names: dict, view_names: list | None, device: torch.device,
+                  single_cls: bool, compute_loss: ComputeLoss, plots: bool) -> tuple:
+    """Strip optimizers, validate best.pt with plots, draw results.png; returns best.pt's metrics."""
     final = ()
     for ckpt_path in (run.last, run.best):
         if ckpt_path.exists():
@@ -301,9 +371,9 @@ def finish(run: RunFolder, val_loader, task: Task, device, opt, compute_loss, pl
     if run.best.exists():
         LOGGER.info(f"\nValidating {run.best}...")
         best_model, _ = load_inference_model(run.best, device)
-        val = evaluate(best_model, val_loader, names=task.names, device=device, single_cls=opt.single_cls,
+        val = evaluate(best_model, val_loader, names=names, device=device, single_cls=single_cls,
                        compute_loss=compute_loss, save_dir=run.save_dir, plots=plots, verbose=True, training=False,
-                       view_names=task.view_names)
+                       view_names=view_names)
         final = val.as_tuple()
     if plots and run.results_csv.exists():
         plot_results(run.results_csv)

@@ -1,11 +1,22 @@
-"""One training step, shared by every strategy."""
+"""One training step, shared by every strategy: forward, task losses, balancer, backward, and every
+`accumulate` iterations the optimizer step (clip, step, EMA, balancer update); a non-finite loss skips it."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from models.yolo import ModelOutputs
 from models.yolo_cls import view_loss
+from utils.logger import LOGGER
+from utils.torch_utils import ModelEMA
+from utils.training.balancers import Balancer
+from utils.training.distributed import any_rank
+from utils.training.history import TrainingHistory
+from utils.training.interference import InterferenceMonitor
 from utils.training.loss import ComputeLoss
+from utils.training.optim import clip_gradients, zero_grad
+
 
 def task_losses(outputs: ModelOutputs, targets: torch.Tensor, views: torch.Tensor, compute_loss: ComputeLoss,
                 batch_size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -19,3 +30,66 @@ def task_losses(outputs: ModelOutputs, targets: torch.Tensor, views: torch.Tenso
         return {"det": det_loss}, det_items
     view = view_loss(outputs.view_logits, views)
     return {"det": det_loss, "view": view * batch_size}, torch.cat((det_items, view.detach().view(1)))
+
+
+@dataclass
+class StepParts:
+    """What a step touches. `forward` is the model as the forward pass sees it (DDP-wrapped or not), `model`
+    the model itself; `ema`, `history` and `monitor` exist on rank 0 only (None elsewhere)."""
+
+    forward: torch.nn.Module
+    model: torch.nn.Module
+    optimizers: dict[str, torch.optim.Optimizer]
+    balancer: Balancer
+    compute_loss: ComputeLoss
+    task_names: tuple[str, ...]
+    loss_scale: int | None = None  # DDP: losses times the world size (DDP averages gradients, YOLOv5 keeps the sum)
+    ema: ModelEMA | None = None
+    history: TrainingHistory | None = None
+    monitor: InterferenceMonitor | None = None
+
+
+@dataclass
+class StepState:
+    """Carried from step to step (and in the checkpoint): gradient accumulation and skipped steps."""
+
+    accumulate: int
+    last_opt_step: int = -1
+    skipped_steps: int = 0
+
+
+def train_step(parts: StepParts, state: StepState, imgs: torch.Tensor, targets: torch.Tensor, views: torch.Tensor,
+               ni: int, epoch: int, batch_index: int) -> torch.Tensor | None:
+    """One batch: its loss items (box, obj, cls[, view]) for logging, or None when a non-finite loss skipped it."""
+    losses, loss_items = task_losses(parts.forward(imgs), targets, views, parts.compute_loss, imgs.shape[0])
+    if parts.loss_scale is not None:
+        losses = {name: value * parts.loss_scale for name, value in losses.items()}
+    loss = parts.balancer.combine(losses)
+    if any_rank(not bool(torch.isfinite(loss))):  # all ranks skip together, or the others would hang
+        state.skipped_steps += 1
+        LOGGER.warning(f"WARNING ⚠️ non-finite loss at epoch {epoch} batch {batch_index} (this process: "
+                       f"{loss.item()}), step skipped")
+        zero_grad(parts.optimizers)
+        return None
+    if parts.monitor is not None and parts.monitor.due(ni):
+        weights = parts.balancer.weights.to(loss.device)
+        parts.history.log_interference(parts.monitor.measure(
+            {name: weights[k] * losses[name] for k, name in enumerate(parts.task_names)}, ni, epoch))
+    parts.balancer.backward(loss, losses)
+    if ni - state.last_opt_step >= state.accumulate:
+        optimizer_step(parts, ni, epoch)
+        state.last_opt_step = ni
+    return loss_items
+
+
+def optimizer_step(parts: StepParts, ni: int, epoch: int) -> None:
+    """Clip (per optimizer), step, clear gradients, update the EMA and let the balancer learn from the step."""
+    clip_gradients(parts.optimizers)
+    for o in parts.optimizers.values():
+        o.step()
+    zero_grad(parts.optimizers)
+    if parts.ema is not None:  # only rank 0 validates and saves the EMA
+        parts.ema.update(parts.model)
+    parts.balancer.step()
+    if parts.history is not None and parts.balancer.adaptive and parts.balancer.last_stats is not None:
+        parts.history.log_step({"step": ni, "epoch": epoch, **parts.balancer.last_stats})
