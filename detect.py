@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
-from utils.cli import check_img_size, resolve_path, run_or_exit
+from utils.cli import check_img_size, parse_checked, resolve_path, run_or_exit
 from utils.data.sources import LoadImages
 from utils.logger import LOGGER
 from utils.model_loading import load_inference_model
@@ -23,7 +23,8 @@ from utils.plots import colors, draw_box_label, draw_view_label
 from utils.torch_utils import select_device, time_sync
 
 
-def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (numeric flags are checked by parse_opt)."""
     p = argparse.ArgumentParser(description="Detect objects with a YOLOv5-compatible detector")
     p.add_argument("--weights", nargs="+", type=str, required=True, help="model path")
     p.add_argument("--source", type=str, required=True, help="file/dir/glob/video/.txt list")
@@ -51,7 +52,12 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
     p.add_argument("--trust-weights", action="store_true", help="allow weights that need arbitrary unpickling")
-    opt = p.parse_args(argv)
+    return p
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = build_parser()
+    opt = parse_checked(p, argv)
     if opt.augment:
         p.error("--augment is not supported by this project yet")
     opt.imgsz = opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 
-from utils.cli import run_or_exit, train_parser
+from utils.cli import parse_checked, run_or_exit, train_parser
 from utils.training.engine import train
 
 
+build_parser = train_parser  # the command line: YOLOv5's train.py flags
+
+
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
-    return train_parser().parse_args(argv)
+    return parse_checked(build_parser(), argv)
 
 
 def main(opt: argparse.Namespace) -> dict:

@@ -16,7 +16,7 @@ import torch
 
 from models.yolo_cls import DEFAULT_CLS_CFG, DualModel
 from utils.checkpoints import inference_state, load_checkpoint
-from utils.cli import resolve_path, run_or_exit, train_parser
+from utils.cli import parse_checked, resolve_path, run_or_exit, train_parser
 from utils.logger import LOGGER
 from utils.paths import ROOT
 from utils.torch_utils import smart_optimizer
@@ -24,7 +24,8 @@ from utils.training.engine import train
 from utils.training.model_setup import build_training_model
 
 
-def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (numeric flags are checked by parse_opt)."""
     p = train_parser("Detector and view classifier with no shared parameter")
     g = p.add_argument_group("view classifier (the second network)")
     g.add_argument("--cls-cfg", type=str, default=str(ROOT / "models" / DEFAULT_CLS_CFG),
@@ -36,7 +37,12 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--cls-lr0", type=float, default=None, help="classifier initial learning rate (default: the hyp's lr0)")
     g.add_argument("--cls-imgsz", type=int, default=None, help="classifier input size (default: --imgsz)")
     p.set_defaults(fitness="per-network")  # nothing is shared, so neither network has to settle for the other's epoch
-    opt = p.parse_args(argv)
+    return p
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = build_parser()
+    opt = parse_checked(p, argv)
     opt.script = "train_dual.py"
     return opt
 

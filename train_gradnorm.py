@@ -12,14 +12,15 @@ import argparse
 import torch
 
 from models.yolo_cls import JointModel, last_shared_weight
-from utils.cli import run_or_exit, train_parser
+from utils.cli import parse_checked, run_or_exit, train_parser
 from utils.logger import LOGGER
 from utils.torch_utils import de_parallel
 from utils.training.engine import train
 from utils.training.gradnorm import GradNorm
 
 
-def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (numeric flags are checked by parse_opt)."""
     p = train_parser("Joint detection + view training balanced by GradNorm")
     g = p.add_argument_group("GradNorm")
     g.add_argument("--gradnorm-alpha", type=float, default=1.5, help="restoring-force strength alpha (paper: 1.5 on NYUv2)")
@@ -33,7 +34,12 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--gradnorm-max-weight", type=float, default=None, help="optional upper clamp of each weight")
     g.add_argument("--gradnorm-layer", type=str, default="",
                    help="parameter name of W (default: the last layer both heads depend on, e.g. model.23.cv3.conv.weight)")
-    opt = p.parse_args(argv)
+    return p
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = build_parser()
+    opt = parse_checked(p, argv)
     if opt.balancer != "fixed":
         p.error(f"--balancer {opt.balancer}: train_gradnorm.py always balances with GradNorm (use train.py --balancer)")
     opt.script, opt.balancer = "train_gradnorm.py", "gradnorm"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from utils.cli import check_img_size, resolve_path, run_or_exit
+from utils.cli import check_img_size, parse_checked, resolve_path, run_or_exit
 from utils.data.dataset_yaml import check_dataset
 from utils.data.loaders import create_dataloader
 from utils.data.synthetic import ensure_synthetic
@@ -18,7 +18,8 @@ from utils.paths import ROOT, increment_path
 from utils.torch_utils import select_device
 
 
-def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (numeric flags are checked by parse_opt)."""
     p = argparse.ArgumentParser(description="Validate a YOLOv5-compatible detector")
     p.add_argument("--data", type=str, default=str(ROOT / "data" / "synthetic.yaml"), help="dataset.yaml path")
     p.add_argument("--weights", nargs="+", type=str, required=True, help="model path(s)")
@@ -42,7 +43,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
     p.add_argument("--trust-weights", action="store_true", help="allow weights that need arbitrary unpickling")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    return parse_checked(build_parser(), argv)
 
 
 def run(opt: argparse.Namespace) -> list[DetectionResult]:

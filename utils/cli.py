@@ -37,6 +37,34 @@ def at_least(low: float) -> Accepts:
     return Accepts(lambda v: v >= low, f"a number >= {low:g}")
 
 
+IMAGE_SIZE = Accepts(lambda v: v >= 32, "an integer >= 32 (it is rounded up to a multiple of the model's stride)")
+BATCH_SIZE = Accepts(lambda v: v >= 1, "an integer >= 1 (YOLOv5's AutoBatch, -1, is not supported)")
+POSITIVE_INTEGER = Accepts(lambda v: v >= 1, "an integer >= 1")
+MOMENTUM = Accepts(lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+# Every numeric flag of train*.py, val.py and detect.py, by dest: one table, so the scripts agree on what
+# a flag accepts and a test can check that no numeric flag is left out (tests/test_cli_flags.py).
+NUMERIC_FLAGS: dict[str, Accepts] = {
+    "epochs": POSITIVE_INTEGER, "batch_size": BATCH_SIZE, "imgsz": IMAGE_SIZE, "workers": NON_NEGATIVE,
+    "patience": NON_NEGATIVE, "save_period": ANY_INTEGER, "seed": NON_NEGATIVE, "label_smoothing": OPEN_FRACTION,
+    "freeze": NON_NEGATIVE, "val_period": POSITIVE_INTEGER, "interference_every": NON_NEGATIVE,
+    "balancer_lr": POSITIVE, "local_rank": ANY_INTEGER, "view_levels": NON_NEGATIVE, "evolve": ANY_INTEGER,
+    "gradnorm_alpha": NON_NEGATIVE, "gradnorm_lr": POSITIVE, "gradnorm_momentum": MOMENTUM,
+    "gradnorm_update_every": POSITIVE_INTEGER, "gradnorm_init_steps": POSITIVE_INTEGER,
+    "gradnorm_min_weight": NON_NEGATIVE, "gradnorm_max_weight": POSITIVE,
+    "cls_lr0": POSITIVE, "cls_imgsz": IMAGE_SIZE,
+    "conf_thres": FRACTION, "iou_thres": FRACTION, "max_det": POSITIVE_INTEGER, "line_thickness": POSITIVE_INTEGER,
+    "vid_stride": POSITIVE_INTEGER, "classes": NON_NEGATIVE,
+}
+
+
+def parse_checked(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """parser.parse_args, then every numeric flag checked against NUMERIC_FLAGS before any work starts."""
+    opt = parser.parse_args(argv)
+    check_numeric_flags(opt, NUMERIC_FLAGS)
+    return opt
+
+
 def check_numeric_flags(opt: argparse.Namespace, rules: dict[str, Accepts]) -> None:
     """Stop before any work with one `ERROR:` line naming the first flag whose value is not accepted.
 
