@@ -42,6 +42,7 @@ from utils.training.run_files import RunFolder, append_results_row, drop_epochs_
 from utils.training.run_setup import disable_mixing_augmentations, resume_state, scale_hyp_for_model, setup_run
 from utils.training.step import StepParts, StepState, train_step
 from utils.training.task import load_task
+from utils.training.tensorboard_log import TensorBoardLog
 
 VIEW_COLUMNS = ("view_loss", "view_accuracy", "view_balanced_accuracy")  # of the view summary, in results.csv
 
@@ -180,6 +181,7 @@ class Trainer:
                     # results differ bitwise with the thread count (measured): record it to compare runs
                     "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__}
         self.history = TrainingHistory(self.run.save_dir / "training_history.json", run_info) if main else None
+        self.tensorboard = TensorBoardLog(self.run.save_dir) if main else None
         self.parts = StepParts(
             forward=forward, model=self.model, optimizers=self.optimizers, balancer=self.balancer,
             compute_loss=self.compute_loss, task_names=task.task_names,
@@ -309,6 +311,9 @@ class Trainer:
             row += [train_losses[3], *((view_val or {}).get(k, 0.0) for k in VIEW_COLUMNS),
                     *self.balancer.weights.tolist()]
         append_results_row(self.run.results_csv, epoch, row, task.results_keys)
+        extra_lrs = {f"x/{name}/lr{k}": lr  # a second optimizer's groups (train_dual.py's classifier)
+                     for name, group_lrs in list(lrs.items())[1:] for k, lr in enumerate(group_lrs)}
+        self.tensorboard.log_epoch(epoch, {**dict(zip(task.results_keys, row)), **extra_lrs})
         record = epoch_record(epoch, task, train_losses, self.balancer, lrs, results, view_val, log.t_epoch,
                               self.fit_value)
         if self.parts_fit is not None:
@@ -345,6 +350,7 @@ class Trainer:
         summary = {"results": (), "save_dir": str(self.run.save_dir), "skipped_steps": self.state.skipped_steps}
         if not self.main:
             return summary
+        self.tensorboard.close()
         summary["results"] = validate_best(self.run, self.val_loader, self.task.names, self.task.view_names,
                                            self.device, self.opt.single_cls, self.compute_loss, self.plots)
         if self.plots and self.balancer.adaptive:
