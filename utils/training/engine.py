@@ -39,6 +39,7 @@ from utils.training.model_setup import (BalancerFactory, balancer_factory, build
 from utils.training.optim import NOMINAL_BATCH, warmup, zero_grad
 from utils.training.plots import plot_gradnorm, plot_interference, plot_results
 from utils.training.run_files import RunFolder, append_results_row, drop_epochs_from, epoch_record
+from utils.training.run_time import RECIPE_MAX_IMGSZ, RECIPE_MAX_PARAMETERS, RunTimeEstimate
 from utils.training.run_setup import disable_mixing_augmentations, resume_state, scale_hyp_for_model, setup_run
 from utils.training.step import StepParts, StepState, train_step
 from utils.training.task import load_task
@@ -195,6 +196,10 @@ class Trainer:
             scheduler.last_epoch = self.start_epoch - 1
         self.results, self.view_val = (0.0,) * 7, None  # the last validation, repeated on epochs without one
         self.best_epoch, self.patience = self.start_epoch, opt.patience or float("inf")
+        n_parameters = sum(p.numel() for p in self.model.parameters())
+        small = self.imgsz <= RECIPE_MAX_IMGSZ and n_parameters <= RECIPE_MAX_PARAMETERS  # the CPU recipe already
+        self.run_time = RunTimeEstimate(batches, opt.epochs - self.start_epoch, self.device.type == "cpu",
+                                        small) if main else None
         if opt.resume and main:  # a crash after an epoch's log but before its checkpoint: that epoch is trained again
             drop_epochs_from(self.run.results_csv, self.history, self.start_epoch)
 
@@ -239,6 +244,8 @@ class Trainer:
                 self.state.accumulate = warmup(self.optimizers, ni, self.warmup_iters, epoch, self.lf, self.hyp,
                                                self.batch_size)
             loss_items = train_step(self.parts, self.state, imgs, targets, views, ni, epoch, i)
+            if self.run_time is not None:
+                self.run_time.observe()  # one line after the first iterations: the whole run's time
             if loss_items is None:  # non-finite loss: skipped and counted
                 continue
             mean_loss = (mean_loss * i + loss_items) / (i + 1)
