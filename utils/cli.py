@@ -9,6 +9,7 @@ from typing import Callable, NamedTuple, TypeVar
 
 from utils.checkpoints import CheckpointError
 from utils.data.dataset_yaml import DatasetError
+from utils.data.image_cache import cache_choice
 from utils.logger import LOGGER
 from utils.paths import ROOT
 
@@ -80,6 +81,14 @@ def check_numeric_flags(opt: argparse.Namespace, rules: dict[str, Accepts]) -> N
                 raise SystemExit(f"ERROR: --{dest.replace('_', '-')} {v}: expected {accepts.words}")
 
 
+def cache_flag(value: str) -> str:
+    """--cache's value checked while parsing: auto, ram, disk or off (none/false/no read as off)."""
+    try:
+        return cache_choice(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"--cache {value}: ")) from None
+
+
 def train_parser(description: str = "Train a YOLOv5-compatible detector") -> argparse.ArgumentParser:
     """Parser with YOLOv5 train.py flags; train_*.py scripts add their own flags to it."""
     p = argparse.ArgumentParser(description=description)
@@ -105,7 +114,9 @@ def train_parser(description: str = "Train a YOLOv5-compatible detector") -> arg
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
     p.add_argument("--evolve", type=int, nargs="?", const=300, help="not supported in this project")
-    p.add_argument("--cache", type=str, nargs="?", const="ram", help="image --cache ram/disk")
+    p.add_argument("--cache", type=cache_flag, nargs="?", const="ram", default="auto",
+                   help="image --cache ram/disk; auto (default): ram when the resized images fit comfortably in free "
+                        "memory, said in one log line; off: never")
     p.add_argument("--image-weights", action="store_true", help="not supported in this project")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     p.add_argument("--multi-scale", action="store_true", help="not supported in this project")

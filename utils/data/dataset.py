@@ -5,8 +5,6 @@ A sample is (img uint8 [3,H,W] RGB, labels [n,6] = (0, cls, cx, cy, w, h) normal
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -20,6 +18,7 @@ from tqdm import tqdm
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils.data import label_scan
 from utils.data.augmentations import augment_hsv, letterbox, mixup, random_perspective
+from utils.data.image_cache import disk_cache_path, resolve_cache, save_npy_atomic
 from utils.data.label_scan import NUM_THREADS, scan_labels
 from utils.data.sources import find_images
 from utils.logger import LOGGER
@@ -65,7 +64,7 @@ class LoadImagesAndLabels(Dataset):
         augment: bool = False,
         hyp: dict | None = None,
         rect: bool = False,
-        cache_images: str | None = None,
+        cache_images: str | bool | None = None,
         single_cls: bool = False,
         stride: int = 32,
         pad: float = 0.0,
@@ -115,12 +114,11 @@ class LoadImagesAndLabels(Dataset):
         self.im_hw0: list[tuple[int, int] | None] = [None] * self.n
         self.im_hw: list[tuple[int, int] | None] = [None] * self.n
         self.npy_files: list[Path] | None = None
-        if cache_images == "ram":
+        self.cache = resolve_cache(cache_images, self.shapes, img_size, prefix)
+        if self.cache == "ram":
             self._cache_in_ram()
-        elif cache_images == "disk":
+        elif self.cache == "disk":
             self._cache_on_disk()
-        elif cache_images:
-            raise ValueError(f"cache_images must be 'ram', 'disk' or None, got {cache_images!r}")
 
     def __len__(self) -> int:
         return self.n
@@ -150,11 +148,7 @@ class LoadImagesAndLabels(Dataset):
     def _cache_on_disk(self) -> None:
         folder = label_scan.CACHE_FALLBACK_DIR / "images"
         folder.mkdir(parents=True, exist_ok=True)
-        self.npy_files = []
-        for file in self.img_files:
-            stat = os.stat(file)
-            key = hashlib.sha1(f"{file}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
-            self.npy_files.append(folder / f"{Path(file).stem}-{key}.npy")
+        self.npy_files = [disk_cache_path(file, folder) for file in self.img_files]
         total = 0
         bar = tqdm(zip(self.img_files, self.npy_files), total=self.n, desc=f"{self.prefix}Caching images (disk)")
         for file, npy in bar:
@@ -162,7 +156,7 @@ class LoadImagesAndLabels(Dataset):
                 im = cv2.imread(file)
                 if im is None:
                     raise FileNotFoundError(f"image not found or unreadable: {file}")
-                np.save(npy, im)
+                save_npy_atomic(im, npy)
             total += npy.stat().st_size
         LOGGER.info(f"{self.prefix}Cached {self.n} images on disk in {folder}: {total / 1e9:.2f}GB")
 
