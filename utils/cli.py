@@ -107,8 +107,9 @@ def train_parser(description: str = "Train a YOLOv5-compatible detector") -> arg
     p.add_argument("--resume", nargs="?", const=True, default=False, help="resume most recent training")
     p.add_argument("--nosave", action="store_true", help="only save final checkpoint")
     p.add_argument("--noval", action="store_true", help="only validate final epoch")
-    p.add_argument("--channels-last", action="store_true",
-                   help="train in channels_last (NHWC) memory format: faster convolutions on CPUs (oneDNN)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="train in channels_last (NHWC) memory format, or not (--no-channels-last); default: time "
+                        "both on the device in use at start and take NHWC if at least 5%% faster")
     p.add_argument("--val-period", type=int, default=1,
                    help="validate every N epochs (and the final one); results.csv repeats the last validation between")
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")

@@ -34,6 +34,7 @@ from utils.training.distributed import (DistContext, all_reduce_mean, broadcast_
                                         per_rank_batch_size, setup_distributed, sync_batchnorm, wrap_distributed)
 from utils.training.history import TrainingHistory
 from utils.training.loss import ComputeLoss
+from utils.training.memory_format import MemoryFormatChoice, choose_memory_format
 from utils.training.model_setup import (BalancerFactory, balancer_factory, build_training_model, freeze_layers,
                                         make_interference_monitor, make_optimizers)
 from utils.training.optim import NOMINAL_BATCH, warmup, zero_grad
@@ -109,13 +110,18 @@ class Trainer:
         model, ckpt = (make_model or build_training_model)(opt, task.nc, task.names, task.n_views, self.device)
         model = sync_batchnorm(model, bool(getattr(opt, "sync_bn", False)), self.ctx, self.device)
         model.info()
-        self.channels_last = bool(getattr(opt, "channels_last", False))
-        if self.channels_last:  # NHWC: faster forward+backward on CPUs (oneDNN); same model, rounding may differ
-            model.to(memory_format=torch.channels_last)
         freeze_layers(model, opt.freeze)
         self.model = model
         self.grid_stride = max(int(model.detect.stride.max()), 32)
         self.imgsz = check_img_size(opt.imgsz, self.grid_stride)
+        requested = getattr(opt, "channels_last", None)  # None: rank 0 times both formats, every rank follows
+        choice = None
+        if self.main or requested is not None:
+            choice = choose_memory_format(requested, model, self.imgsz, self.device)
+        self.memory_format = MemoryFormatChoice(*broadcast_object(choice))
+        self.channels_last = self.memory_format.channels_last
+        if self.channels_last:  # NHWC: same model and results up to float rounding, faster where timed so
+            model.to(memory_format=torch.channels_last)
         return ckpt
 
     def _build_optimisation(self, make_optims: Callable | None, make_balancer: BalancerFactory | None,
@@ -178,7 +184,7 @@ class Trainer:
         self.model.hyp = self.hyp
         run_info = {"script": getattr(opt, "script", "train.py"), "tasks": list(task.task_names),
                     "names": task.names, "view_names": task.view_names, "balancer": type(self.balancer).__name__,
-                    "world_size": ctx.world_size,
+                    "world_size": ctx.world_size, "memory_format": self.memory_format._asdict(),
                     # results differ bitwise with the thread count (measured): record it to compare runs
                     "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__}
         self.history = TrainingHistory(self.run.save_dir / "training_history.json", run_info) if main else None
