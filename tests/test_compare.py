@@ -1,4 +1,4 @@
-"""The strategy comparison (utils/compare): the pure parts on hand-made numbers, its entry points,
+"""The strategy comparison (utils/compare): the pure parts on hand-made numbers, its entry points and flag checks,
 and one tiny end-to-end run (trains, then resumes)."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import yaml
 
 from tests.helpers import med_subset_yaml
 from utils.compare import evaluation
-from utils.compare.cli import parse_args
+from utils.compare.cli import main, parse_args
 from utils.compare.comparison_csv import csv_fieldnames, csv_value
 from utils.compare.evaluation import EVAL_FILE, EvalSettings, cached_evaluation, f1_score, metrics_row
 from utils.compare.plots import plot_curves, plot_metric_vs_cost, plot_tradeoff, tradeoff_panels
@@ -514,7 +514,35 @@ def test_strategy_names_and_controlled_flags():
     check_extra_args(EXTRA)
 
 
-# ------------------------------------------------------------------------------------- entry points
+# ------------------------------------------------------------------------- flag checks and entry points
+
+BASE_ARGS = ["--data", "data/med.yaml", "--epochs", "2"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "ERROR: --epochs 0: expected a number >= 1"),
+    (["--epochs", "-3"], "ERROR: --epochs -3: expected a number >= 1"),
+    (["--jobs", "0"], "ERROR: --jobs 0: expected a number >= 1"),
+    (["--seeds", "0", "-1"], "ERROR: --seeds -1: expected a number >= 0"),
+    (["--view-weights", "0.1", "-0.5"], "ERROR: --view-weights -0.5: expected a number >= 0"),
+    (["--view-weights", "nan"], "ERROR: --view-weights nan: expected a number >= 0"),
+    (["--view-weights", "inf"], "ERROR: --view-weights inf: expected a number >= 0"),
+    (["--interference-every", "-1"], "ERROR: --interference-every -1: expected a number >= 0"),
+])
+def test_a_bad_numeric_flag_stops_with_one_error_line_before_any_work(tmp_path, flags, message):
+    project = tmp_path / "compare"
+    with pytest.raises(SystemExit) as stop:
+        main([*BASE_ARGS, *flags, "--project", str(project), "--", "--img", "64"])
+    assert str(stop.value) == message
+    assert not project.exists(), "nothing planned or written"
+
+
+def test_the_edge_values_of_the_numeric_flags_are_accepted():
+    opt, extra = parse_args(["--data", "data/med.yaml", "--epochs", "1", "--jobs", "1", "--seeds", "0", "7",
+                             "--view-weights", "0", "2.5", "--interference-every", "0", "--", "--img", "64"])
+    assert (opt.epochs, opt.jobs, opt.seeds, opt.view_weights) == (1, 1, [0, 7], [0.0, 2.5])
+    assert opt.strategies[2:4] == ["fixed_w0", "fixed_w2.5"] and extra == ["--img", "64"]
+
 
 ENTRY_POINTS = {"root script": ["compare.py"], "package": ["-m", "utils.compare"],
                 "old path": ["benchmarks/compare.py"]}

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 import utils.compare
-from utils.cli import train_parser
+from utils.cli import NON_NEGATIVE, at_least, check_numeric_flags, train_parser
 from utils.compare.columns import COST_COLUMNS, DETECTION_COLUMNS, TEST_PREFIX, VIEW_COLUMNS, ordered_columns
 from utils.compare.comparison_csv import write_csv
 from utils.compare.evaluation import EvalSettings, eval_settings
@@ -29,6 +29,16 @@ from utils.data.dataset_yaml import DatasetError, _find_yaml
 from utils.files import write_text_atomic
 from utils.paths import ROOT
 from utils.training.run_setup import load_hyp
+
+# What each numeric flag accepts; checked before anything is planned, written or trained.
+NUMERIC_RULES = {
+    "epochs": at_least(1),
+    "seeds": NON_NEGATIVE,  # numpy refuses a negative seed, so such a run would fail in its child
+    "view_weights": NON_NEGATIVE,
+    "interference_every": NON_NEGATIVE,  # 0 = off
+    "jobs": at_least(1),
+}
+
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> tuple[argparse.Namespace, list[str]]:
     """The comparison's own flags, and everything after the first '--' (the train flags)."""
@@ -57,10 +67,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> tuple[
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: report the finished runs and list the others as not run (progress check)")
     opt = p.parse_args(argv)
-    if opt.epochs < 1:
-        p.error("--epochs must be >= 1")
-    if opt.jobs < 1:
-        p.error(f"--jobs {opt.jobs}: must be >= 1")
+    check_numeric_flags(opt, NUMERIC_RULES)
     try:
         opt.strategies = resolve_strategies(opt.strategies, opt.view_weights)
     except ValueError as e:
