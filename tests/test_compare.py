@@ -505,6 +505,9 @@ def test_strategy_names_and_controlled_flags():
     assert resolve_strategies(None, [0.1, 1.0]) == ["detection_only", "view_only", "fixed_w0.1", "fixed_w1",
                                                       "gradnorm", "uncertainty", "pcgrad", "dual"]
     assert resolve_strategies(["joint_fixed", "fixed_w1.0", "dual"], [0.5]) == ["fixed_w1", "dual"]
+    assert resolve_strategies(None, [1, 0.3, 1.0]) == ["detection_only", "view_only", "fixed_w1", "fixed_w0.3",
+                                                       "gradnorm", "uncertainty", "pcgrad", "dual"], \
+        "a view weight given twice is one strategy: its runs are not planned and counted twice"
     with pytest.raises(ValueError):
         resolve_strategies(["dwa"], [1.0])
     with pytest.raises(SystemExit):

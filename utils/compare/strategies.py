@@ -74,8 +74,9 @@ def strategy_spec(name: str) -> Strategy:
 
 
 def default_strategies(view_weights: Iterable[float]) -> list[str]:
-    """Every strategy, the fixed-weight sweep in --view-weights order."""
-    return ["detection_only", "view_only", *[fixed_name(w) for w in view_weights], *ADAPTIVE, "dual"]
+    """Every strategy, the fixed-weight sweep in --view-weights order (a weight given twice runs once)."""
+    return list(dict.fromkeys(["detection_only", "view_only", *[fixed_name(w) for w in view_weights], *ADAPTIVE,
+                               "dual"]))
 
 
 def resolve_strategies(names: list[str] | None, view_weights: Iterable[float]) -> list[str]:
