@@ -175,13 +175,16 @@ def test_comparison_uses_the_test_set_and_the_single_task_runs_when_there_are_so
     agg = aggregate(rows, ["mAP50", "view_accuracy", "test_mAP50", "test_view_accuracy"])
     strategies = ["detection_only", "view_only", "fixed_w0.3", "fixed_w1", "dual"]
     sentences = comparison_sentences(agg, "s", strategies)
-    assert sentences[0].startswith("Best fixed weight of the sweep, picked on the val set") and "fixed_w0.3" in sentences[0]
+    assert sentences[0].startswith("Best fixed weight of the sweep, picked on the val set")
+    assert "fixed_w0.3" in sentences[0]
     assert "held-out test set" in sentences[0]
     assert sentences[1:] == [
         "dual vs fixed_w0.3 (test set): mAP50 0.330 vs 0.300, dual higher by 0.030 (sd n/a with one seed); "
         "view accuracy 0.580 vs 0.500, dual higher by 0.080 (sd n/a with one seed).",
-        "dual vs detection_only (test set): mAP50 0.330 vs 0.360, detection_only higher by 0.030 (sd n/a with one seed).",
-        "dual vs view_only (test set): view accuracy 0.580 vs 0.610, view_only higher by 0.030 (sd n/a with one seed).",
+        "dual vs detection_only (test set): mAP50 0.330 vs 0.360, detection_only higher by 0.030 "
+        "(sd n/a with one seed).",
+        "dual vs view_only (test set): view accuracy 0.580 vs 0.610, view_only higher by 0.030 "
+        "(sd n/a with one seed).",
         "dual is not dominated on the test set: no fixed weight of the sweep has both a higher mean mAP50 and a "
         "higher mean view accuracy."]
     rows.append(row("fixed_w0.1", 0.50, 0.50, 0.40, 0.60))  # beats dual on test on both
@@ -449,13 +452,15 @@ def test_step_time_from_progress_bar_and_history():
     stderr = ("        0/1         0G      1.234 :  50%|#####     | 1/2 [00:01<00:01,  1.00it/s]\r"
               "        0/1         0G      1.234 : 100%|##########| 2/2 [00:02<00:00,  1.00it/s]\n"
               "        1/1         0G      1.100 : 100%|##########| 2/2 [00:02<00:00,  1.00it/s]\n"
-              "                 Class     Images  Instances          P          R      mAP50   mAP50-95: 100%|#| 1/1 [00:00<00:00]\n")
+              "                 Class     Images  Instances          P          R      mAP50   mAP50-95: "
+              "100%|#| 1/1 [00:00<00:00]\n")
     iterations = parse_train_iterations(stderr)
     assert iterations == {0: 2, 1: 2}
     history = {"epochs": [{"epoch": 0, "time_s": 3.0}, {"epoch": 1, "time_s": 5.0}]}
     assert median_step_ms(history, iterations) == pytest.approx(2000.0)
     assert median_step_ms(history, {}) is None
-    with_train_s = {"epochs": [{"epoch": 0, "time_s": 3.0, "train_s": 2.0}, {"epoch": 1, "time_s": 5.0, "train_s": 4.0}]}
+    with_train_s = {"epochs": [{"epoch": 0, "time_s": 3.0, "train_s": 2.0},
+                               {"epoch": 1, "time_s": 5.0, "train_s": 4.0}]}
     assert median_step_ms(with_train_s, iterations) == pytest.approx(1500.0)  # validation time left out
 
 
