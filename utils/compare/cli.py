@@ -1,0 +1,237 @@
+"""The comparison's command line: its flags, the planned runs, and main (train what is missing, then report)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+import utils.compare
+from utils.cli import NON_NEGATIVE, at_least, check_numeric_flags, train_parser
+from utils.compare.columns import COST_COLUMNS, DETECTION_COLUMNS, TEST_PREFIX, VIEW_COLUMNS, ordered_columns
+from utils.compare.comparison_csv import write_csv
+from utils.compare.evaluation import EvalSettings, eval_settings
+from utils.compare.plots import plot_curves, plot_metric_vs_cost, plot_tradeoff
+from utils.compare.report import build_report, machine_line
+from utils.compare.run_rows import collect_row
+from utils.compare.runs import (Plan, child_env, load_cost, lock_holder, lock_path, read_history, run_finished,
+                                run_name, stderr_tail, train_if_free, train_run)
+from utils.compare.stats import aggregate, with_delta_m
+from utils.compare.strategies import (DEFAULT_VIEW_WEIGHTS, build_command, check_extra_args, derived_hyp,
+                                      detection_only_content, resolve_strategies, split_labels, strategy_spec,
+                                      write_yaml)
+from utils.data.dataset_yaml import DatasetError, _find_yaml
+from utils.files import write_text_atomic
+from utils.paths import ROOT
+from utils.training.run_setup import load_hyp
+
+# What each numeric flag accepts; checked before anything is planned, written or trained.
+NUMERIC_RULES = {
+    "epochs": at_least(1),
+    "seeds": NON_NEGATIVE,  # numpy refuses a negative seed, so such a run would fail in its child
+    "view_weights": NON_NEGATIVE,
+    "interference_every": NON_NEGATIVE,  # 0 = off
+    "jobs": at_least(1),
+}
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The comparison's own flags, and everything after the first '--' (the train flags)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(prog=prog, description=utils.compare.__doc__.splitlines()[0],
+                                epilog="Train flags go after '--' (e.g. -- --cfg models/yolov5n.yaml --img 320)")
+    p.add_argument("--data", action="append", required=True, help="dataset YAML with cls_names (repeat for splits)")
+    p.add_argument("--epochs", type=int, required=True, help="epochs of every run (the shared budget)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    p.add_argument("--name", default="exp", help="comparison name: PROJECT/NAME")
+    p.add_argument("--project", type=Path, default=ROOT / "runs" / "compare", help="parent folder of NAME")
+    p.add_argument("--strategies", nargs="+", default=None,
+                   help="subset to run (default all): detection_only view_only fixed_w<v> gradnorm uncertainty pcgrad "
+                        "dual")
+    p.add_argument("--view-weights", type=float, nargs="+", default=list(DEFAULT_VIEW_WEIGHTS),
+                   help="view_task values of the fixed-weight sweep (det_task 1)")
+    p.add_argument("--interference-every", type=int, default=0,
+                   help="measure gradient interference every N iterations in the shared-backbone joint runs")
+    p.add_argument("--dry-run", action="store_true", help="print the commands only; train and write nothing")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="trainings run at once (each child gets OMP_NUM_THREADS = CPUs // jobs unless it is set)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: report the finished runs and list the others as not run (progress check)")
+    opt = p.parse_args(argv)
+    check_numeric_flags(opt, NUMERIC_RULES)
+    try:
+        opt.strategies = resolve_strategies(opt.strategies, opt.view_weights)
+    except ValueError as e:
+        p.error(str(e))
+    check_extra_args(extra)
+    return opt, extra
+
+
+def plan_runs(opt: argparse.Namespace, extra: list[str], root: Path, write: bool) -> tuple[list[Plan], dict[str, Path]]:
+    """Every (split, seed, strategy) run with its command; derived files written when `write`."""
+    yamls = []
+    for data in opt.data:
+        try:
+            yamls.append(_find_yaml(data))
+        except DatasetError as e:
+            raise SystemExit(f"ERROR: {e}") from None
+    splits = dict(zip(split_labels(yamls), yamls))
+    for split, path in splits.items():
+        if not (yaml.safe_load(path.read_text()) or {}).get("cls_names"):
+            print(f"WARNING: {path} declares no cls_names: every strategy but detection_only needs the view task")
+    base_hyp_path = train_parser().parse_known_args(extra)[0].hyp
+    base_hyp = load_hyp(base_hyp_path)
+    derived = root / "derived"
+    hyp_files: dict[str, Path] = {}
+    for name in opt.strategies:
+        spec = strategy_spec(name)
+        path = derived / f"hyp_{spec.hyp_key}.yaml"
+        if write and spec.hyp_key not in hyp_files:
+            write_yaml(path, derived_hyp(base_hyp, spec.det_task, spec.view_task),
+                       f"derived by benchmarks/compare.py from {base_hyp_path} for {spec.hyp_key}")
+        hyp_files[spec.hyp_key] = path
+    plans = []
+    for split, yaml_path in splits.items():
+        det_yaml = derived / f"data_{split}_detection_only.yaml"
+        if write and "detection_only" in opt.strategies:
+            write_yaml(det_yaml, detection_only_content(yaml.safe_load(yaml_path.read_text())),
+                       f"derived by benchmarks/compare.py from {yaml_path}: cls_names removed (detection only)")
+        for seed in opt.seeds:
+            for name in opt.strategies:
+                spec = strategy_spec(name)
+                data = det_yaml if spec.detection_data else yaml_path
+                run_dir = root / split / run_name(name, seed)
+                cmd = build_command(spec, data=data, hyp=hyp_files[spec.hyp_key], epochs=opt.epochs, seed=seed,
+                                    project=root / split, name=run_name(name, seed),
+                                    interference_every=opt.interference_every, extra=extra)
+                plans.append(Plan(split, data, spec, seed, run_dir, cmd, done=run_finished(run_dir, opt.epochs)))
+    return plans, splits
+
+
+def train_missing(plans: list[Plan], opt: argparse.Namespace, labels: dict[Path, str]) -> dict[Path, dict]:
+    """Train the planned runs not finished yet, --jobs at a time; returns the cost record of each run trained now."""
+    env = child_env(opt.jobs)
+
+    def train_labelled(plan: Plan) -> dict:
+        print(f"{labels[plan.run_dir]}: training... ({shlex.join(plan.command)})", flush=True)
+        cost = train_run(plan, env)
+        print(f"{labels[plan.run_dir]}: exit {cost['rc']} after {cost['train_time_s']:.0f} s, peak RSS "
+              f"{cost['peak_rss_gb']:.2f} GB", flush=True)
+        return cost
+
+    def train_unless_taken(plan: Plan) -> dict | None:
+        outcome, cost = train_if_free(plan, opt.epochs, train_labelled)
+        if outcome == "held":
+            holder = lock_holder(lock_path(plan.run_dir)) or "another process"  # it may have finished since
+            print(f"{labels[plan.run_dir]}: held by {holder}, skipped (claim file {lock_path(plan.run_dir)})",
+                  flush=True)
+        return cost
+
+    to_train = [] if opt.report_only else [plan for plan in plans if not plan.done]
+    with ThreadPoolExecutor(max_workers=opt.jobs) as pool:  # each thread waits on one child process
+        trained = zip([plan.run_dir for plan in to_train], pool.map(train_unless_taken, to_train))
+        return {run_dir: cost for run_dir, cost in trained if cost is not None}
+
+
+@dataclass
+class Collected:
+    """What the CSV, the report and the plots are made of, gathered run by run."""
+
+    rows: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)  # rows of runs that failed, with their stderr tail
+    stage_summaries: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # per (split, strategy)
+    histories: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # split -> strategy -> ok runs
+
+
+def collect_runs(plans: list[Plan], costs: dict[Path, dict], epochs: int, settings: EvalSettings,
+                 labels: dict[Path, str]) -> Collected:
+    """A row per planned run: evaluated where finished, 'not_run' where not; failures printed as they are met."""
+    collected = Collected()
+    for plan in plans:
+        label = labels[plan.run_dir]
+        if plan.run_dir in costs:
+            cost = costs[plan.run_dir]
+        elif plan.done or run_finished(plan.run_dir, epochs):  # or finished by another process meanwhile
+            print(f"{label}: complete, not retrained ({plan.run_dir})", flush=True)
+            cost = load_cost(plan.run_dir)
+        else:
+            print(f"{label}: not run yet", flush=True)
+            collected.rows.append({"split": plan.split, "strategy": plan.strategy.name, "seed": plan.seed,
+                                   "run_dir": str(plan.run_dir), "trained_now": False, "status": "not_run"})
+            continue
+        row, stages = collect_row(plan, epochs, cost, settings, trained_now=plan.run_dir in costs)
+        collected.rows.append(row)
+        if row["status"] != "ok":
+            tail = stderr_tail(plan.run_dir / "compare_stderr.log")
+            collected.failures.append({**row, "tail": tail})
+            print(f"{label}: {row['status']}: {row['error']}\n{tail}", flush=True)
+        if stages:
+            collected.stage_summaries.setdefault((plan.split, plan.strategy.name), []).append(stages)
+        history = read_history(plan.run_dir)
+        if history and row["status"] == "ok":
+            collected.histories.setdefault(plan.split, {}).setdefault(plan.strategy.name, []).append(history)
+    return collected
+
+
+def write_plots(collected: Collected, splits: dict[str, Path], strategies: list[str],
+                root: Path) -> dict[str, list[str]]:
+    """The three figures per split in `root`; returns their file names per split."""
+    rows = collected.rows
+    ap_cols, f1_cols = ordered_columns(rows, "AP50_"), ordered_columns(rows, "F1_")
+    test_cols = [TEST_PREFIX + c for c in ("mAP50", "view_accuracy")]
+    agg = aggregate(rows, [*DETECTION_COLUMNS, *VIEW_COLUMNS, *COST_COLUMNS, *ap_cols, *f1_cols, *test_cols])
+    plots: dict[str, list[str]] = {}
+    for split in splits:
+        names = [f"tradeoff_{split}.png", f"metric_vs_cost_{split}.png", f"curves_{split}.png"]
+        plot_tradeoff(agg, split, strategies, root / names[0])
+        plot_metric_vs_cost(agg, split, strategies, root / names[1])
+        plot_curves(collected.histories.get(split, {}), split, root / names[2])
+        plots[split] = names
+    return plots
+
+
+def main(argv: list[str] | None = None, entry: list[str] | None = None) -> Path | None:
+    """Run the comparison; returns PROJECT/NAME (None for --dry-run).
+
+    entry: how it was started, after `python` (e.g. ["-m", "utils.compare"]), for --help and the report's
+    command line; default the script path in sys.argv[0].
+    """
+    opt, extra = parse_args(argv, prog=" ".join(["python", *entry]) if entry else None)
+    entry = entry or [str(Path(sys.argv[0]))]
+    root = opt.project / opt.name
+    plans, splits = plan_runs(opt, extra, root, write=not (opt.dry_run or opt.report_only))
+    if opt.dry_run:
+        for plan in plans:
+            print(("# complete, not retrained: " if plan.done else "") + shlex.join(plan.command))
+        return None
+
+    settings = eval_settings(extra)
+    labels = {plan.run_dir: f"[{i}/{len(plans)}] {plan.split} {run_name(plan.strategy.name, plan.seed)}"
+              for i, plan in enumerate(plans, 1)}
+    costs = train_missing(plans, opt, labels)
+    collected = collect_runs(plans, costs, opt.epochs, settings, labels)
+
+    root.mkdir(parents=True, exist_ok=True)
+    write_csv(root / "comparison.csv", with_delta_m(collected.rows))
+    plots = write_plots(collected, splits, opt.strategies, root)
+    command = "python " + shlex.join(entry + (argv if argv is not None else sys.argv[1:]))
+    report = build_report(command=command, date=datetime.now().astimezone().isoformat(timespec="seconds"),
+                          machine=machine_line(settings.device), splits=splits, strategies=opt.strategies,
+                          settings={"name": opt.name, "epochs": opt.epochs, "seeds": opt.seeds,
+                                    "extra": shlex.join(extra)},
+                          rows=collected.rows, stage_summaries=collected.stage_summaries,
+                          failures=collected.failures, plots=plots)
+    write_text_atomic(root / "report.md", report)
+    rows = collected.rows
+    print(f"wrote {root / 'comparison.csv'}, {root / 'report.md'} and {sum(map(len, plots.values()))} plots "
+          f"({sum(r['status'] == 'ok' for r in rows)}/{len(rows)} runs ok)")
+    return root
