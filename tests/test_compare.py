@@ -261,9 +261,9 @@ BASE_ARGS = ["--data", "data/med.yaml", "--epochs", "2"]
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--epochs", "0"], "ERROR: --epochs 0: expected a number >= 1"),
-    (["--epochs", "-3"], "ERROR: --epochs -3: expected a number >= 1"),
-    (["--jobs", "0"], "ERROR: --jobs 0: expected a number >= 1"),
+    (["--epochs", "0"], "ERROR: --epochs 0: expected an integer >= 1"),
+    (["--epochs", "-3"], "ERROR: --epochs -3: expected an integer >= 1"),
+    (["--jobs", "0"], "ERROR: --jobs 0: expected an integer >= 1"),
     (["--seeds", "0", "-1"], "ERROR: --seeds -1: expected a number >= 0"),
     (["--view-weights", "0.1", "-0.5"], "ERROR: --view-weights -0.5: expected a number >= 0"),
     (["--view-weights", "nan"], "ERROR: --view-weights nan: expected a number >= 0"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 import utils.compare
-from utils.cli import NON_NEGATIVE, at_least, check_numeric_flags, train_parser
+from utils.cli import NON_NEGATIVE, POSITIVE_INTEGER, check_numeric_flags, train_parser
 from utils.compare.columns import COST_COLUMNS, DETECTION_COLUMNS, TEST_PREFIX, VIEW_COLUMNS, ordered_columns
 from utils.compare.comparison_csv import write_csv
 from utils.compare.evaluation import EvalSettings, eval_settings
@@ -32,11 +32,11 @@ from utils.training.run_setup import load_hyp
 
 # What each numeric flag accepts; checked before anything is planned, written or trained.
 NUMERIC_RULES = {
-    "epochs": at_least(1),
+    "epochs": POSITIVE_INTEGER,
     "seeds": NON_NEGATIVE,  # numpy refuses a negative seed, so such a run would fail in its child
     "view_weights": NON_NEGATIVE,
     "interference_every": NON_NEGATIVE,  # 0 = off
-    "jobs": at_least(1),
+    "jobs": POSITIVE_INTEGER,
 }
 
 

@@ -192,8 +192,8 @@ How to read this:
   det_task / view_task set per strategy (fixed_w<v>: 1 / v; view_only: 0 / 1; the others keep the given values).
 - train time: wall time of the child process (start-up, data scan, training, validation, final validation,
   plots). train loop: elapsed_s of the last epoch in training_history.json. step: median over epochs of the
-  epoch's time_s (training + that epoch's validation + checkpoint) / iterations per epoch (from the progress
-  bar). peak RSS: ru_maxrss of the child from os.wait4 (its largest process, not the sum with loader workers).
+  epoch's train_s (its batches alone; time_s, which adds validation and checkpoint, for histories written
+  before train_s existed) / iterations per epoch (from the progress bar). peak RSS: ru_maxrss of the child from os.wait4 (its largest process, not the sum with loader workers).
   parameters / GFLOPs: model.info(imgsz) of the evaluated checkpoint, unfused.
 - Time columns are wall times on a machine that may have been shared (--jobs, or other work): compare them
   within one report with care; benchmarks/strategy_speed.py measures clean cost ratios in one process.
