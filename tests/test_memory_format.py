@@ -34,9 +34,11 @@ def test_probe_leaves_the_model_and_the_random_state_untouched():
     assert all(p.is_contiguous() for p in model.parameters())  # still NCHW: the probe worked on a copy
 
 
-def test_auto_takes_nhwc_only_when_clearly_faster(monkeypatch):
+def test_auto_takes_the_clearly_faster_format_and_the_usual_one_on_a_tie(monkeypatch):
     model = _joint_model()
-    for timings, expected in (((100.0, 90.0), True), ((100.0, 96.0), False), ((80.0, 100.0), False)):
+    cases = [((100.0, 90.0), "cpu", True), ((100.0, 110.0), "cpu", False), ((100.0, 97.0), "cpu", True),
+             ((100.0, 104.0), "cpu", True), ((100.0, 97.0), "cuda", False), ((100.0, 90.0), "cuda", True)]
+    for timings, device_type, expected in cases:
         monkeypatch.setattr("utils.training.memory_format.time_memory_formats", lambda *a, t=timings: t)
-        choice = choose_memory_format(None, model, 64, torch.device("cpu"))
-        assert choice == MemoryFormatChoice(expected, *timings)
+        device = torch.device(device_type)
+        assert choose_memory_format(None, model, 64, device) == MemoryFormatChoice(expected, *timings), timings

@@ -14,9 +14,10 @@ import torch
 
 from utils.logger import LOGGER
 
-PROBE_BATCH = 2  # images per timed step: the ratio of the two formats, not the absolute time, is what counts
+PROBE_BATCH = 1  # images per timed step: the ratio of the two formats, not the absolute time, is what counts
 PROBE_REPEATS = 3  # timed steps per format, after one warm-up each; the fastest counts (noise only adds time)
-REQUIRED_GAIN = 0.95  # NHWC must be at least 5 % faster to be chosen
+TIE_BAND = 0.05  # timings within 5 % of each other are a tie: the device's usual format wins (stable choices)
+NHWC_WHEN_TIED = {"cpu": True}  # oneDNN's preferred layout on CPUs; elsewhere NCHW, YOLOv5's format
 
 
 class MemoryFormatChoice(NamedTuple):
@@ -31,20 +32,29 @@ def _sync(device: torch.device) -> None:
 
 
 def _step_ms(model: torch.nn.Module, images: torch.Tensor) -> float:
-    """Milliseconds of one forward and backward pass (a stand-in loss over every output)."""
+    """Milliseconds of one forward and backward pass (a stand-in loss over every output).
+
+    On a CPU this is the process's CPU time, measured on one thread: other programs sharing the
+    machine stretch wall time by far more than they change the work done, which made wall-time
+    choices flip on a busy machine (measured: 3166 vs 2774 ms under load, 118 vs 145 ms idle).
+    On a GPU it is wall time between synchronisations.
+    """
+    cpu = images.device.type == "cpu"
+    clock = time.process_time if cpu else time.perf_counter
     _sync(images.device)
-    start = time.perf_counter()
+    start = clock()
     outputs = model(images)
     loss = sum(level.float().mean() for level in outputs.det)
     if outputs.view_logits is not None:
         loss = loss + outputs.view_logits.float().mean()
     loss.backward()
     _sync(images.device)
-    return (time.perf_counter() - start) * 1e3
+    return (clock() - start) * 1e3
 
 
 def time_memory_formats(model: torch.nn.Module, imgsz: int, device: torch.device) -> tuple[float, float]:
-    """(NCHW ms, NHWC ms): the fastest of PROBE_REPEATS forward+backward steps each, formats alternating.
+    """(NCHW ms, NHWC ms): the fastest of PROBE_REPEATS forward+backward steps each, formats alternating (on a
+    CPU: CPU time on one thread, see _step_ms).
 
     Runs on a copy of the model with the random state restored, so the run itself is untouched
     (BatchNorm statistics, dropout draws and gradients of the real model stay as they were).
@@ -52,26 +62,37 @@ def time_memory_formats(model: torch.nn.Module, imgsz: int, device: torch.device
     probe = copy.deepcopy(model).train()
     images = torch.full((PROBE_BATCH, 3, imgsz, imgsz), 0.5, device=device)
     times: dict[bool, list[float]] = {False: [], True: []}
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for round_index in range(PROBE_REPEATS + 1):
-            for nhwc in (False, True):
-                memory_format = torch.channels_last if nhwc else torch.contiguous_format
-                probe.to(memory_format=memory_format)
-                elapsed = _step_ms(probe, images.contiguous(memory_format=memory_format))
-                probe.zero_grad(set_to_none=True)
-                if round_index:  # the first round warms both formats up
-                    times[nhwc].append(elapsed)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # CPU time of one thread: no spin-waiting threads, little noise from other programs
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for round_index in range(PROBE_REPEATS + 1):
+                for nhwc in (False, True):
+                    memory_format = torch.channels_last if nhwc else torch.contiguous_format
+                    probe.to(memory_format=memory_format)
+                    elapsed = _step_ms(probe, images.contiguous(memory_format=memory_format))
+                    probe.zero_grad(set_to_none=True)
+                    if round_index:  # the first round warms both formats up
+                        times[nhwc].append(elapsed)
+    finally:
+        torch.set_num_threads(threads)
     return min(times[False]), min(times[True])
 
 
 def choose_memory_format(requested: bool | None, model: torch.nn.Module, imgsz: int,
                          device: torch.device) -> MemoryFormatChoice:
-    """--channels-last (True), --no-channels-last (False), or None: time both and take NHWC if clearly faster."""
+    """--channels-last (True), --no-channels-last (False), or None: time both and take the clearly faster one;
+    a tie (within TIE_BAND) keeps the device's usual format, so a noisy machine does not flip the choice."""
     if requested is not None:
         return MemoryFormatChoice(bool(requested), None, None)
     nchw_ms, nhwc_ms = time_memory_formats(model, imgsz, device)
-    channels_last = nhwc_ms <= REQUIRED_GAIN * nchw_ms
-    LOGGER.info(f"Memory format: NHWC {nhwc_ms:.0f} ms vs NCHW {nchw_ms:.0f} ms per forward+backward of "
-                f"{PROBE_BATCH} images at {imgsz} on {device.type}: training in {'NHWC' if channels_last else 'NCHW'} "
+    ratio = nhwc_ms / nchw_ms
+    tied = abs(ratio - 1) <= TIE_BAND
+    channels_last = NHWC_WHEN_TIED.get(device.type, False) if tied else ratio < 1
+    clock = "CPU time on one thread" if device.type == "cpu" else "wall time"
+    LOGGER.info(f"Memory format: NHWC {nhwc_ms:.0f} ms vs NCHW {nchw_ms:.0f} ms ({clock}) per forward+backward of "
+                f"{PROBE_BATCH} image(s) at {imgsz} on {device.type}: training in "
+                f"{'NHWC' if channels_last else 'NCHW'}{' (a tie: the usual format here)' if tied else ''} "
                 f"(--channels-last / --no-channels-last to choose)")
     return MemoryFormatChoice(channels_last, round(nchw_ms, 2), round(nhwc_ms, 2))
