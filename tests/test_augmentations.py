@@ -165,3 +165,13 @@ def test_mixup_blends_images_and_concatenates_labels():
     weight = np.random.beta(32.0, 32.0)
     assert (im == np.uint8(200 * (1 - weight))).all()
     np.testing.assert_array_equal(labels, np.concatenate([labels_a, labels_b]))
+
+
+def test_mixing_augmentations_with_a_view_task_switched_off_or_kept_and_masked():
+    from utils.training.run_setup import disable_mixing_augmentations
+
+    hyp = {"mosaic": 0.5, "mixup": 0.1, "copy_paste": 0.0, "lr0": 0.01}
+    off = disable_mixing_augmentations(hyp)
+    assert (off["mosaic"], off["mixup"], off["lr0"]) == (0.0, 0.0, 0.01)
+    kept = disable_mixing_augmentations({**hyp, "mask_mixed_views": True})
+    assert (kept["mosaic"], kept["mixup"]) == (0.5, 0.1)

@@ -87,12 +87,18 @@ def setup_run(opt: argparse.Namespace, ctx: DistContext = DistContext()) -> tupl
 
 
 def disable_mixing_augmentations(hyp: dict) -> dict:
-    """With a view task, images stitched from several files have no view: switch mosaic/mixup/copy-paste off."""
+    """With a view task, images stitched from several files have no view: switch mosaic/mixup/copy-paste off,
+    unless the hyps set `mask_mixed_views: true`, which keeps them and masks mixed images out of the view loss
+    (they train detection only, like a label file without a view line)."""
     active = [k for k in MIXING_AUGMENTATIONS if hyp.get(k, 0) > 0]
     if not active:
         return hyp
-    LOGGER.warning(f"WARNING ⚠️ {', '.join(f'{k}={hyp[k]}' for k in active)} switched off: an image mixed from "
-                   f"several files has no image-level view label (the dataset declares cls_names)")
+    listed = ", ".join(f"{k}={hyp[k]}" for k in active)
+    if hyp.get("mask_mixed_views", False):
+        LOGGER.info(f"{listed} kept with a view task (mask_mixed_views): mixed images train detection only")
+        return hyp
+    LOGGER.warning(f"WARNING ⚠️ {listed} switched off: an image mixed from several files has no image-level view "
+                   f"label (the dataset declares cls_names; mask_mixed_views: true keeps them for detection only)")
     return {**hyp, **{k: 0.0 for k in active}}
 
 
