@@ -189,7 +189,7 @@ def equivalence_setup(tmp_path_factory):
 def _train(tmp: Path, script: str, processes: int, name: str, *extra: str, data: str = "data.yaml") -> tuple[Path, str]:
     args = [script, "--data", str(tmp / data), "--cfg", str(tmp / "model.yaml"), "--hyp", str(tmp / "hyp.yaml"),
             "--img", "96", "--epochs", "2", "--batch-size", "8", "--workers", "0", "--weights", "", "--noplots",
-            "--noautoanchor", "--seed", "0", "--project", str(tmp / name), *extra]
+            "--noautoanchor", "--seed", "0", "--no-channels-last", "--project", str(tmp / name), *extra]
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, *launcher, *args], cwd=ROOT, capture_output=True, text=True, env=env,
