@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 
 from utils.logger import LOGGER
+from utils.training.amp import FP32, Amp
 
 PROBE_BATCH = 2  # images per timed step: the ratio of the two formats, not the absolute time, is what counts
 PROBE_REPEATS = 3  # timed steps per format, after one warm-up each; the fastest counts (noise only adds time)
@@ -30,11 +31,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _step_ms(model: torch.nn.Module, images: torch.Tensor) -> float:
-    """Milliseconds of one forward and backward pass (a stand-in loss over every output)."""
+def _step_ms(model: torch.nn.Module, images: torch.Tensor, amp: Amp = FP32) -> float:
+    """Milliseconds of one forward and backward pass (a stand-in loss over every output), in the run's precision."""
     _sync(images.device)
     start = time.perf_counter()
-    outputs = model(images)
+    with amp.autocast():
+        outputs = model(images)
     loss = sum(level.float().mean() for level in outputs.det)
     if outputs.view_logits is not None:
         loss = loss + outputs.view_logits.float().mean()
@@ -43,8 +45,11 @@ def _step_ms(model: torch.nn.Module, images: torch.Tensor) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def time_memory_formats(model: torch.nn.Module, imgsz: int, device: torch.device) -> tuple[float, float]:
+def time_memory_formats(model: torch.nn.Module, imgsz: int, device: torch.device,
+                        amp: Amp = FP32) -> tuple[float, float]:
     """(NCHW ms, NHWC ms): the fastest of PROBE_REPEATS forward+backward steps each, formats alternating.
+
+    Under AMP the steps run in autocast, as training will (tensor-core kernels often prefer NHWC).
 
     Runs on a copy of the model with the random state restored, so the run itself is untouched
     (BatchNorm statistics, dropout draws and gradients of the real model stay as they were).
@@ -57,7 +62,7 @@ def time_memory_formats(model: torch.nn.Module, imgsz: int, device: torch.device
             for nhwc in (False, True):
                 memory_format = torch.channels_last if nhwc else torch.contiguous_format
                 probe.to(memory_format=memory_format)
-                elapsed = _step_ms(probe, images.contiguous(memory_format=memory_format))
+                elapsed = _step_ms(probe, images.contiguous(memory_format=memory_format), amp)
                 probe.zero_grad(set_to_none=True)
                 if round_index:  # the first round warms both formats up
                     times[nhwc].append(elapsed)
@@ -65,11 +70,11 @@ def time_memory_formats(model: torch.nn.Module, imgsz: int, device: torch.device
 
 
 def choose_memory_format(requested: bool | None, model: torch.nn.Module, imgsz: int,
-                         device: torch.device) -> MemoryFormatChoice:
+                         device: torch.device, amp: Amp = FP32) -> MemoryFormatChoice:
     """--channels-last (True), --no-channels-last (False), or None: time both and take NHWC if clearly faster."""
     if requested is not None:
         return MemoryFormatChoice(bool(requested), None, None)
-    nchw_ms, nhwc_ms = time_memory_formats(model, imgsz, device)
+    nchw_ms, nhwc_ms = time_memory_formats(model, imgsz, device, amp)
     channels_last = nhwc_ms <= REQUIRED_GAIN * nchw_ms
     LOGGER.info(f"Memory format: NHWC {nhwc_ms:.0f} ms vs NCHW {nchw_ms:.0f} ms per forward+backward of "
                 f"{PROBE_BATCH} images at {imgsz} on {device.type}: training in {'NHWC' if channels_last else 'NCHW'} "
