@@ -182,8 +182,8 @@ def build_amp(opt: argparse.Namespace, device: torch.device, verdict: tuple[bool
     if verdict is not None:
         agree, difference = verdict
         if not agree:
-            LOGGER.warning(f"WARNING ⚠️ AMP check failed: {opt.amp_dtype} autocast differs from FP32 by {difference:.3g} "
-                           f"(relative L2) on {device.type}; training in FP32")
+            LOGGER.warning(f"WARNING ⚠️ AMP check failed: {opt.amp_dtype} autocast differs from FP32 by "
+                           f"{difference:.3g} (relative L2) on {device.type}; training in FP32")
             opt.amp = False
             return Amp(enabled=False)
         LOGGER.info(f"AMP: checks passed ✅ ({opt.amp_dtype} autocast within {difference:.2g} of FP32; gradient "
