@@ -127,7 +127,7 @@ def run(opt: argparse.Namespace) -> Path:
         t1 = time_sync()
         with torch.inference_mode():
             outputs = model(x)
-            decoded = model.detect.decode(outputs.det)
+            decoded = model.detect.decode([m.float() for m in outputs.det])  # float32 pixel coordinates
         view = predicted_view(outputs.view_logits, model.view_names)
         t2 = time_sync()
         pred = non_max_suppression(decoded, opt.conf_thres, opt.iou_thres, opt.classes, opt.agnostic_nms, max_det=opt.max_det)[0]

@@ -80,7 +80,8 @@ def run(opt: argparse.Namespace) -> list[DetectionResult]:
         imgsz = check_img_size(opt.imgsz, stride)
         loader, _ = create_dataloader(data[split], imgsz, opt.batch_size, stride, single_cls=opt.single_cls,
                                       rect=True, pad=0.5, workers=opt.workers, prefix=f"{split}: ", nc=len(names),
-                                      n_views=len(view_names) if view_names else None)
+                                      n_views=len(view_names) if view_names else None,
+                                      pin_memory=device.type == "cuda")
         results.append(evaluate(model, loader, names=names, device=device, conf_thres=opt.conf_thres,
                                 iou_thres=opt.iou_thres, max_det=opt.max_det, single_cls=opt.single_cls,
                                 save_dir=save_dir, plots=opt.task != "speed", save_txt=opt.save_txt,

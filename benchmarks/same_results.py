@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MED = ROOT.parent / "shared" / "datasets" / "Regurgitation-YOLODataset-1new"
 NAMES, VIEWS = ["AR", "MR", "PR", "TR"], ["PSAX", "PLAX", "A4C"]
 COMMON = ["--cfg", "models/yolov5n.yaml", "--weights", "", "--img", "96", "--epochs", "3", "--batch-size", "8",
-          "--workers", "2", "--seed", "3", "--hyp", "data/hyps/hyp.medical-fast.yaml", "--noplots"]
+          "--workers", "2", "--seed", "3", "--hyp", "data/hyps/hyp.medical-fast.yaml", "--noplots",
+          "--no-channels-last"]  # pinned: the timed memory-format choice may differ between two runs (pcgrad overrides)
 RUNS = {  # name: (script, detection only?, extra flags)
     "detection": ("train.py", True, ["--cos-lr"]),
     "fixed": ("train.py", False, ["--rect-shuffle", "--cache", "ram"]),

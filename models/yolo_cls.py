@@ -60,10 +60,18 @@ class ViewHead(nn.Module):
         self.classifier = nn.Linear(int(hidden), self.n_views)
 
     def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """View logits in the head's own precision (float32 in training), also under mixed-precision autocast.
+
+        Why not float16 under AMP: the head is 0.1 M parameters, so float32 costs nothing, and its logits
+        feed log-softmax, where float16's 3 significant digits would round the loss and its gradient.
+        The pooling accumulates in that precision too (no float32 copy of the maps is made).
+        """
         if len(maps) != len(self.in_channels):
             raise ValueError(f"ViewHead expects {len(self.in_channels)} feature maps, got {len(maps)}")
-        pooled = torch.cat([m.mean(dim=(2, 3)) for m in maps], dim=1)  # [B, sum(C)]
-        return self.classifier(self.dropout(self.act(self.hidden(pooled))))
+        dtype = self.hidden.weight.dtype  # float32; float16 only after model.half() (val.py / detect.py --half)
+        pooled = torch.cat([m.mean(dim=(2, 3), dtype=dtype) for m in maps], dim=1)  # [B, sum(C)]
+        with torch.autocast(pooled.device.type, enabled=False):
+            return self.classifier(self.dropout(self.act(self.hidden(pooled))))
 
 
 def _resolve_view_config(saved: dict | None, n_views: int | None, levels: Sequence[int] | None,

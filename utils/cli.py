@@ -136,6 +136,11 @@ def train_parser(description: str = "Train a YOLOv5-compatible detector") -> arg
     p.add_argument("--save-period", type=int, default=-1, help="Save checkpoint every x epochs (disabled if < 1)")
     p.add_argument("--seed", type=int, default=0, help="Global training seed")
     p.add_argument("--deterministic", action="store_true", help="use deterministic algorithms (slower)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision: autocast and a gradient scaler, or not (--no-amp); default: on for CUDA "
+                        "(checked first, as YOLOv5 does), off on the CPU; opt.yaml records the value used")
+    p.add_argument("--amp-dtype", choices=["float16", "bfloat16"], default=None,
+                   help="autocast dtype with --amp (default: float16 on CUDA, bfloat16 on the CPU)")
     p.add_argument("--local_rank", type=int, default=-1, help="set by torch.distributed.launch; torchrun passes LOCAL_RANK in the environment instead")
     p.add_argument("--view-levels", nargs="+", type=int, default=None,
                    help="neck levels the view head pools (0=P3/8, 1=P4/16, 2=P5/32); default models/yolo_cls.py's")

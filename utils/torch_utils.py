@@ -99,6 +99,19 @@ def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def set_cudnn_benchmark(device: torch.device, fixed_shapes: bool, deterministic: bool = False) -> bool:
+    """cuDNN autotuning on CUDA when every training batch has one shape (not --rect / --rect-shuffle).
+
+    Autotuning times the convolution algorithms once per input shape and keeps the fastest: a gain when
+    the shape repeats, a cost per new shape (rectangular batches), and it may pick non-deterministic
+    kernels (--deterministic). Returns the setting; nothing changes off CUDA.
+    """
+    if device.type != "cuda":
+        return False
+    torch.backends.cudnn.benchmark = bool(fixed_shapes and not deterministic)
+    return torch.backends.cudnn.benchmark
+
+
 def de_parallel(model: nn.Module) -> nn.Module:
     """The bare model inside a DataParallel / DistributedDataParallel wrapper (or the model itself)."""
     wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)

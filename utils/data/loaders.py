@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, distributed
 from utils.data.dataset import LoadImagesAndLabels
 from utils.logger import LOGGER
 
-PIN_MEMORY = torch.cuda.is_available()
+PIN_MEMORY = torch.cuda.is_available()  # the default when the caller does not say which device the batches go to
 
 
 def seed_worker(worker_id: int) -> None:
@@ -91,11 +91,13 @@ def create_dataloader(
     nc: int | None = None,
     rect_shuffle: bool = False,
     shard: bool = False,
+    pin_memory: bool | None = None,
 ) -> tuple[DataLoader, LoadImagesAndLabels]:
     """A DataLoader over LoadImagesAndLabels; the same seed gives the same order and augmentations.
 
     shard: under DDP, give each rank its own share of the images (the training loader); a loader
-    that rank 0 alone uses (validation) keeps every image.
+    that rank 0 alone uses (validation) keeps every image. pin_memory: batches in page-locked memory,
+    so `.to(cuda, non_blocking=True)` overlaps the copy with compute (True when they go to a GPU).
     """
     distributed_run = shard and torch.distributed.is_available() and torch.distributed.is_initialized()
     if rect_shuffle and distributed_run:
@@ -126,7 +128,7 @@ def create_dataloader(
         dataset,
         **batching,
         num_workers=n_workers,
-        pin_memory=PIN_MEMORY,
+        pin_memory=PIN_MEMORY if pin_memory is None else pin_memory,
         collate_fn=LoadImagesAndLabels.collate_fn,
         worker_init_fn=seed_worker,
         generator=generator,

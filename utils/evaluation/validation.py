@@ -1,6 +1,7 @@
 """Detection evaluation shared by val.py and the training loop: one pass, YOLOv5's table and metrics."""
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,11 +109,14 @@ def evaluate(
     training: bool = False,
     half: bool = False,
     view_names: list | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> DetectionResult:
     """Run the model over `dataloader`, print YOLOv5's table, return the metrics.
 
     Predictions and labels are both mapped back to each image's original pixels before
-    matching, as YOLOv5 does, so metrics do not depend on the letterbox.
+    matching, as YOLOv5 does, so metrics do not depend on the letterbox. amp_dtype: the forward
+    runs in autocast to that dtype (validation during an AMP run); the loss, the decoding of boxes
+    and the view figures always use the float32 outputs.
     """
     nc = 1 if single_cls else len(names)
     head = detect_head(model)
@@ -127,6 +131,7 @@ def evaluate(
     seen = 0
     views_seen = ViewAccumulator(len(view_names)) if view_names else None
     view_loss_sum = 0.0
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     if save_txt and save_dir is not None:
         (save_dir / "labels").mkdir(parents=True, exist_ok=True)
     bar = tqdm(dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}", disable=training and not verbose)
@@ -135,17 +140,19 @@ def evaluate(
         imgs = imgs.to(device, non_blocking=True).float() / 255
         if half:
             imgs = imgs.half()
-        targets = targets.to(device)
+        targets = targets.to(device, non_blocking=True)
         batch, _, height, width = imgs.shape
         t1 = time_sync()
-        outputs: ModelOutputs = model(imgs)
+        with autocast:
+            outputs: ModelOutputs = model(imgs)
+        det = [m.float() for m in outputs.det]  # pixel coordinates up to 640+ need more than float16's 11 bits
         if compute_loss is not None:
-            loss_sum += compute_loss([m.float() for m in outputs.det], targets)[1]
+            loss_sum += compute_loss(det, targets)[1]
         if views_seen is not None and outputs.view_logits is not None:
-            views = views.to(device)
+            views = views.to(device, non_blocking=True)
             views_seen.update(outputs.view_logits.float(), views)
             view_loss_sum += float(view_loss(outputs.view_logits.float(), views))
-        decoded = head.decode(outputs.det)
+        decoded = head.decode(det)
         t2 = time_sync()
         preds = non_max_suppression(decoded, conf_thres, iou_thres, multi_label=True, agnostic=single_cls, max_det=max_det)
         t3 = time_sync()

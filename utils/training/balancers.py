@@ -3,9 +3,16 @@
 Every balancer has the same small interface so the training loop never knows which one
 it drives: `weights` (current task weights, logged), `combine(losses)` (the loss whose
 value is logged and checked for finiteness), `backward(loss, losses)` (puts the gradients
-into .grad), `step()` (once per optimizer step) and `state_dict()` / `load_state_dict()`
-(so a resumed run continues with the same state). `FixedWeights` is the baseline the
-remedies are measured against; GradNorm lives in utils/training/gradnorm.py.
+into .grad), `step()` (once per optimizer step), `skip_step()` (instead of step() when the
+AMP scaler skipped the optimizer step: nothing is learned from it) and `state_dict()` /
+`load_state_dict()` (so a resumed run continues with the same state).
+
+Under mixed precision (utils/training/amp.py) the step passes its `Amp`: every gradient a
+balancer takes comes from `amp.scale(loss)` (float16 gradients would otherwise flush to zero)
+and is read in true units through `amp.unscale`; with AMP off both are the identity.
+
+`FixedWeights` is the baseline the remedies are measured against; GradNorm lives in
+utils/training/gradnorm.py.
 
 Under DDP (torchrun) every rank holds its own balancer. Whatever a balancer learns from its
 rank's losses or gradients is all-reduced first (utils.training.distributed; a no-op in one process),
@@ -23,6 +30,7 @@ import random
 import torch
 
 from utils.cli import OptionError
+from utils.training.amp import FP32, Amp
 from utils.training.distributed import all_reduce_mean
 
 
@@ -36,8 +44,9 @@ class Balancer:
         initial = initial or {}
         self.weights = torch.tensor([float(initial.get(name, 1.0)) for name in self.task_names])
 
-    def combine(self, losses: dict[str, torch.Tensor], shared: list[torch.nn.Parameter] | None = None) -> torch.Tensor:
-        """The loss to backpropagate: sum of w_i * L_i over the tasks present in `losses`."""
+    def combine(self, losses: dict[str, torch.Tensor], shared: list[torch.nn.Parameter] | None = None, *,
+                amp: Amp = FP32) -> torch.Tensor:
+        """The loss to backpropagate (unscaled): sum of w_i * L_i over the tasks present in `losses`."""
         self._check_losses(losses)
         weights = self.weights.to(next(iter(losses.values())).device)
         return sum(weights[i] * losses[name] for i, name in enumerate(self.task_names))
@@ -47,16 +56,20 @@ class Balancer:
         if missing:
             raise KeyError(f"{type(self).__name__} expects losses for {self.task_names}, missing {sorted(missing)}")
 
-    def backward(self, loss: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
-        """Put this step's gradients into .grad (accumulating); `loss` is what combine() returned.
+    def backward(self, loss: torch.Tensor, losses: dict[str, torch.Tensor], *, amp: Amp = FP32) -> None:
+        """Put this step's gradients into .grad (accumulating; AMP: in the scaler's units); `loss` is combine()'s.
 
         The weighted-sum balancers backpropagate the combined loss; gradient-surgery balancers
         (PCGrad) override this to edit the per-task gradients before they are summed.
         """
-        loss.backward()
+        amp.scale(loss).backward()
 
-    def step(self) -> None:
-        """Called once per optimizer step; adaptive balancers update their weights here."""
+    def step(self, amp: Amp = FP32) -> None:
+        """Called once per optimizer step that was taken; adaptive balancers update their weights here."""
+
+    def skip_step(self) -> None:
+        """Called instead of step() when the AMP scaler skipped the optimizer step (a gradient overflowed):
+        whatever was gathered since the last step is dropped, so the weights never learn from it."""
 
     def weight_dict(self) -> dict[str, float]:
         """Current weights by task name, as plain floats (for logs, results.csv and history)."""
@@ -104,21 +117,26 @@ class UncertaintyWeighting(Balancer):
     def _refresh_weights(self) -> None:
         self.weights = (0.5 * torch.exp(-self.log_vars.detach())).clone()
 
-    def combine(self, losses: dict[str, torch.Tensor], shared: list[torch.nn.Parameter] | None = None) -> torch.Tensor:
+    def combine(self, losses: dict[str, torch.Tensor], shared: list[torch.nn.Parameter] | None = None, *,
+                amp: Amp = FP32) -> torch.Tensor:
         self._check_losses(losses)
         s = self.log_vars.to(next(iter(losses.values())).device)
         return sum(0.5 * torch.exp(-s[i]) * losses[name] + 0.5 * s[i] for i, name in enumerate(self.task_names))
 
-    def step(self) -> None:
+    def step(self, amp: Amp = FP32) -> None:
         if self.log_vars.grad is None:
             return
-        self.log_vars.grad = all_reduce_mean(self.log_vars.grad)  # DDP: each rank saw its own losses
+        # DDP: each rank saw its own losses. AMP: the combined loss was scaled, so is this gradient.
+        self.log_vars.grad = amp.unscale(all_reduce_mean(self.log_vars.grad))
         if torch.isfinite(self.log_vars.grad).all():
             self.optimizer.step()
         self.optimizer.zero_grad()
         self._refresh_weights()
         self.last_stats = {"weights": self.weight_dict(),
                            "log_var": dict(zip(self.task_names, self.log_vars.detach().tolist()))}
+
+    def skip_step(self) -> None:
+        self.optimizer.zero_grad()  # the overflowed step's (scaled, non-finite) log-variance gradients
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "log_vars": self.log_vars.detach().clone(),
@@ -161,7 +179,12 @@ class PCGrad(Balancer):
 
     backward() computes each weighted task loss's gradient separately (one backward pass per task, so
     a step costs about one extra backward), projects the shared parameters' gradients with
-    pcgrad_combine, and sums the task-specific parameters' gradients as usual.
+    pcgrad_combine, and sums the task-specific parameters' gradients as usual. Under AMP the per-task
+    gradients are those of the scaled losses and are projected as they are: the projection is
+    homogeneous (scaling every g_i by S scales the result by S and leaves the sign of every g_i·g_j,
+    hence every decision, unchanged), and the .grad it writes is in the scaler's units, which the
+    optimizer step unscales like any other gradient; an overflow reaches .grad as inf/NaN, so the
+    scaler skips that step.
     """
 
     adaptive = True  # the weights are fixed, but the per-step conflict statistics are logged
@@ -178,13 +201,13 @@ class PCGrad(Balancer):
         self.last_stats: dict | None = None
         self._conflicts = self._steps = 0
 
-    def backward(self, loss: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
+    def backward(self, loss: torch.Tensor, losses: dict[str, torch.Tensor], *, amp: Amp = FP32) -> None:
         weights = self.weights.to(loss.device)
         params = self.shared + self.own
         per_task = []
         for i, name in enumerate(self.task_names):
-            grads = torch.autograd.grad(weights[i] * losses[name], params, retain_graph=i + 1 < len(self.task_names),
-                                        allow_unused=True)
+            grads = torch.autograd.grad(amp.scale(weights[i] * losses[name]), params,
+                                        retain_graph=i + 1 < len(self.task_names), allow_unused=True)
             per_task.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
         n_shared = len(self.shared)
         # autograd.grad bypasses DDP's gradient reducer, so the per-task gradients are averaged over the
@@ -209,7 +232,10 @@ class PCGrad(Balancer):
     def _accumulate(p: torch.nn.Parameter, grad: torch.Tensor) -> None:
         p.grad = grad.detach().clone() if p.grad is None else p.grad + grad.detach()
 
-    def step(self) -> None:
+    def step(self, amp: Amp = FP32) -> None:
         if self._steps:
             self.last_stats = {"weights": self.weight_dict(), "conflict_fraction": self._conflicts / self._steps}
             self._conflicts = self._steps = 0
+
+    def skip_step(self) -> None:
+        self._conflicts = self._steps = 0  # the skipped step's projections are not statistics of a step taken

@@ -18,14 +18,15 @@ import yaml
 from torch.optim import lr_scheduler
 from tqdm import tqdm
 
-from utils.checkpoints import build_checkpoint, save_checkpoint, strip_optimizer
+from utils.checkpoints import build_checkpoint, save_checkpoint
 from utils.cli import check_img_size
 from utils.data.loaders import create_dataloader
 from utils.evaluation.validation import evaluate
 from utils.logger import LOGGER
-from utils.model_loading import load_inference_model
 from utils.plots import plot_images, plot_labels
-from utils.torch_utils import ModelEMA, de_parallel, init_seeds, linear_lr, one_cycle, select_device
+from utils.torch_utils import (ModelEMA, de_parallel, init_seeds, linear_lr, one_cycle, select_device,
+                               set_cudnn_benchmark)
+from utils.training.amp import amp_agrees, build_amp, resolve_precision
 from utils.training.autoanchor import check_anchors
 from utils.training.best_checkpoint import (best_ema_state, improves_best, part_fitness, per_network_best,
                                             per_network_checkpoint, training_fitness)
@@ -38,10 +39,12 @@ from utils.training.memory_format import MemoryFormatChoice, choose_memory_forma
 from utils.training.model_setup import (BalancerFactory, balancer_factory, build_training_model, freeze_layers,
                                         make_interference_monitor, make_optimizers)
 from utils.training.optim import NOMINAL_BATCH, warmup, zero_grad
-from utils.training.plots import plot_gradnorm, plot_interference, plot_results
-from utils.training.run_files import RunFolder, append_results_row, drop_epochs_from, epoch_record
+from utils.training.final_validation import validate_best
+from utils.training.plots import plot_gradnorm, plot_interference
+from utils.training.run_files import append_results_row, drop_epochs_from, epoch_record
 from utils.training.run_time import RECIPE_MAX_IMGSZ, RECIPE_MAX_PARAMETERS, RunTimeEstimate
-from utils.training.run_setup import disable_mixing_augmentations, resume_state, scale_hyp_for_model, setup_run
+from utils.training.run_setup import (disable_mixing_augmentations, resume_state, scale_hyp_for_model, setup_run,
+                                      write_opt_yaml)
 from utils.training.step import StepParts, StepState, train_step
 from utils.training.task import load_task
 from utils.training.tensorboard_log import TensorBoardLog
@@ -84,10 +87,11 @@ class Trainer:
     def __init__(self, opt: argparse.Namespace, ctx: DistContext, device: torch.device | None,
                  make_balancer: BalancerFactory | None = None, make_model: Callable | None = None,
                  make_optims: Callable | None = None) -> None:
-        self.opt, self.hyp, self.run = setup_run(opt, ctx)
+        self.opt, self.hyp, self.run = setup_run(opt, ctx, device)
         opt = self.opt
         self.ctx, self.main = ctx, ctx.is_main  # only rank 0 writes files, validates and logs
         self.device = device or select_device(opt.device, batch_size=opt.batch_size)
+        resolve_precision(opt, self.device)  # a resumed run keeps its opt.yaml's; one from before --amp: the default
         init_seeds(opt.seed + ctx.rank, deterministic=getattr(opt, "deterministic", False))  # DDP: rank 0's weights
         self.plots = not opt.noplots and self.main
         self.data, self.task = load_task(opt)
@@ -114,10 +118,14 @@ class Trainer:
         self.model = model
         self.grid_stride = max(int(model.detect.stride.max()), 32)
         self.imgsz = check_img_size(opt.imgsz, self.grid_stride)
+        verdict = amp_agrees(model, self.device, opt.amp_dtype) if opt.amp and self.main else None  # YOLOv5's check
+        self.amp = build_amp(opt, self.device, broadcast_object(verdict))  # a failed check: FP32, opt.amp False
+        if verdict is not None and not opt.amp and not opt.resume:
+            write_opt_yaml(self.run, opt)
         requested = getattr(opt, "channels_last", None)  # None: rank 0 times both formats, every rank follows
         choice = None
         if self.main or requested is not None:
-            choice = choose_memory_format(requested, model, self.imgsz, self.device)
+            choice = choose_memory_format(requested, model, self.imgsz, self.device, self.amp)
         self.memory_format = MemoryFormatChoice(*broadcast_object(choice))
         self.channels_last = self.memory_format.channels_last
         if self.channels_last:  # NHWC: same model and results up to float rounding, faster where timed so
@@ -140,29 +148,34 @@ class Trainer:
         self.start_epoch, self.best_fitness = 0, 0.0
         if ckpt is not None and opt.resume:
             self.start_epoch, self.best_fitness = resume_state(ckpt, self.optimizers, self.ema, self.balancer, opt)
+            self.amp.load_state_dict(ckpt.get("amp_scaler"))  # the scale and its growth tracker continue
             if self.best_parts is not None:
                 self.best_parts.load_state_dict(ckpt.get("best_parts") or {}, best_ema_state(self.run.best))
         resumed = ckpt if opt.resume else None
-        self.state = StepState(accumulate=accumulate,  # accumulation and the skip count continue after a resume
+        self.state = StepState(accumulate=accumulate,  # accumulation and the skip counts continue after a resume
                                last_opt_step=int((resumed or {}).get("last_opt_step", -1)),
-                               skipped_steps=int((resumed or {}).get("skipped_steps", 0)))
+                               skipped_steps=int((resumed or {}).get("skipped_steps", 0)),
+                               amp_skipped_steps=int((resumed or {}).get("amp_skipped_steps", 0)))
 
     def _build_data(self) -> None:
         """The training loader (sharded under DDP), rank 0's val loader, label plots and AutoAnchor."""
         opt, task, hyp, main = self.opt, self.task, self.hyp, self.main
         rank_batch_size = per_rank_batch_size(self.batch_size, self.ctx)
+        pin = self.device.type == "cuda"  # page-locked batches: the copies to the GPU run asynchronously
+        set_cudnn_benchmark(self.device, fixed_shapes=not (opt.rect or getattr(opt, "rect_shuffle", False)),
+                            deterministic=getattr(opt, "deterministic", False))
         self.train_loader, dataset = create_dataloader(
             self.data["train"], self.imgsz, rank_batch_size, self.grid_stride, single_cls=opt.single_cls, hyp=hyp,
             augment=True, cache=opt.cache, rect=opt.rect, workers=opt.workers, shuffle=not opt.rect,
             prefix="train: ", seed=opt.seed, nc=task.nc, n_views=task.n_views,
-            rect_shuffle=getattr(opt, "rect_shuffle", False), shard=True,
+            rect_shuffle=getattr(opt, "rect_shuffle", False), shard=True, pin_memory=pin,
         )
         self.val_loader = None
         if main:
             self.val_loader, _ = create_dataloader(
                 self.data["val"], self.imgsz, rank_batch_size * 2, self.grid_stride, single_cls=opt.single_cls,
                 hyp=hyp, cache=opt.cache, rect=True, pad=0.5, workers=opt.workers, prefix="val: ", nc=task.nc,
-                n_views=task.n_views,
+                n_views=task.n_views, pin_memory=pin,
             )
         if task.view_names:
             counts = np.bincount(dataset.views[dataset.views >= 0], minlength=task.n_views).tolist()
@@ -185,6 +198,7 @@ class Trainer:
         run_info = {"script": getattr(opt, "script", "train.py"), "tasks": list(task.task_names),
                     "names": task.names, "view_names": task.view_names, "balancer": type(self.balancer).__name__,
                     "world_size": ctx.world_size, "memory_format": self.memory_format._asdict(),
+                    "amp": self.amp.describe(),
                     # results differ bitwise with the thread count (measured): record it to compare runs
                     "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__}
         self.history = TrainingHistory(self.run.save_dir / "training_history.json", run_info) if main else None
@@ -195,6 +209,7 @@ class Trainer:
             loss_scale=ctx.world_size if ctx.enabled else None, ema=self.ema if main else None,
             history=self.history,
             monitor=make_interference_monitor(opt, self.model, task) if main else None,  # rank 0's batches
+            amp=self.amp,
         )
         batches = len(self.train_loader)
         self.warmup_iters = max(round(self.hyp["warmup_epochs"] * batches), 100) if self.hyp["warmup_epochs"] > 0 else 0
@@ -245,7 +260,7 @@ class Trainer:
             imgs = imgs.to(device, non_blocking=True).float() / 255
             if self.channels_last:
                 imgs = imgs.contiguous(memory_format=torch.channels_last)
-            targets, views = targets.to(device), views.to(device)
+            targets, views = targets.to(device, non_blocking=True), views.to(device, non_blocking=True)
             if ni <= self.warmup_iters:
                 self.state.accumulate = warmup(self.optimizers, ni, self.warmup_iters, epoch, self.lf, self.hyp,
                                                self.batch_size)
@@ -298,7 +313,8 @@ class Trainer:
             return False
         val = evaluate(self.ema.ema, self.val_loader, names=self.task.names, device=self.device,
                        single_cls=opt.single_cls, compute_loss=self.compute_loss, save_dir=self.run.save_dir,
-                       plots=False, training=True, view_names=self.task.view_names)
+                       plots=False, training=True, view_names=self.task.view_names,
+                       amp_dtype=self.amp.dtype if self.amp.enabled else None)  # YOLOv5 validates in half too
         self.results, self.view_val = val.as_tuple(), val.view_summary()
         return True
 
@@ -333,7 +349,8 @@ class Trainer:
             record["part_fitness"] = self.parts_fit
         record.update(elapsed_s=round(time.time() - self.t_start, 3), train_s=round(log.train_s, 3),
                       validated=validated,  # time-to-accuracy curves
-                      skipped_steps=self.state.skipped_steps)  # non-finite losses so far (skipped, run continued)
+                      skipped_steps=self.state.skipped_steps,  # non-finite losses so far (skipped, run continued)
+                      amp_skipped_steps=self.state.amp_skipped_steps)  # overflowed float16 gradients (AMP)
         self.history.log_epoch(record)
 
     def save_checkpoints(self, epoch: int, improved: bool) -> None:
@@ -345,6 +362,7 @@ class Trainer:
             optimizer_state={name: o.state_dict() for name, o in self.optimizers.items()}, opt=vars(opt),
             hyp=self.hyp,
             extra={"skipped_steps": self.state.skipped_steps, "last_opt_step": self.state.last_opt_step,
+                   "amp_skipped_steps": self.state.amp_skipped_steps, "amp_scaler": self.amp.state_dict(),
                    "results": list(self.results), "view_names": self.task.view_names,
                    "balancer": self.balancer.state_dict(),
                    **({"best_parts": self.best_parts.state_dict()} if self.best_parts is not None else {})},
@@ -360,7 +378,8 @@ class Trainer:
         """YOLOv5's end of training on rank 0: strip optimizers, validate best.pt with plots, draw the curves."""
         hours = (time.time() - self.t_start) / 3600
         LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {hours:.3f} hours.")
-        summary = {"results": (), "save_dir": str(self.run.save_dir), "skipped_steps": self.state.skipped_steps}
+        summary = {"results": (), "save_dir": str(self.run.save_dir), "skipped_steps": self.state.skipped_steps,
+                   "amp_skipped_steps": self.state.amp_skipped_steps}
         if not self.main:
             return summary
         self.tensorboard.close()
@@ -378,23 +397,3 @@ def view_captions(views: torch.Tensor, view_names: list | None) -> list[str] | N
     if not view_names:
         return None
     return [view_names[v] if v >= 0 else "no view" for v in views.tolist()]
-
-
-def validate_best(run: RunFolder, val_loader, names: dict, view_names: list | None, device: torch.device,
-                  single_cls: bool, compute_loss: ComputeLoss, plots: bool) -> tuple:
-    """Strip optimizers, validate best.pt with plots, draw results.png; returns best.pt's metrics."""
-    final = ()
-    for ckpt_path in (run.last, run.best):
-        if ckpt_path.exists():
-            strip_optimizer(ckpt_path)
-    if run.best.exists():
-        LOGGER.info(f"\nValidating {run.best}...")
-        best_model, _ = load_inference_model(run.best, device)
-        val = evaluate(best_model, val_loader, names=names, device=device, single_cls=single_cls,
-                       compute_loss=compute_loss, save_dir=run.save_dir, plots=plots, verbose=True, training=False,
-                       view_names=view_names)
-        final = val.as_tuple()
-    if plots and run.results_csv.exists():
-        plot_results(run.results_csv)
-    LOGGER.info(f"Results saved to {run.save_dir}")
-    return final

@@ -9,6 +9,7 @@ import copy
 import torch
 
 from utils.cli import OptionError
+from utils.training.amp import FP32, Amp
 from utils.training.balancers import Balancer
 from utils.training.distributed import all_reduce_sum
 
@@ -39,6 +40,11 @@ class GradNorm(Balancer):
     L_grad) and accumulates them; `step()`, called once per optimizer step, turns the
     accumulated norms and losses into one update of the weights with their own optimizer,
     clamps them positive and renormalises them to sum to T.
+
+    Under AMP the norms are taken on the gradients of the scaled losses (so the float16 backward
+    does not flush them to zero) and divided by the scale; a micro-batch whose norms overflow is
+    not accumulated, and an optimizer step the scaler skips drops everything gathered for it
+    (`skip_step`), so the weights never learn from an overflow.
     """
 
     adaptive = True
@@ -83,21 +89,27 @@ class GradNorm(Balancer):
         self._optimizer_steps = 0
         self.last_stats: dict | None = None
 
-    def combine(self, losses: dict[str, torch.Tensor], shared: list[torch.nn.Parameter] | None = None) -> torch.Tensor:
+    def combine(self, losses: dict[str, torch.Tensor], shared: list[torch.nn.Parameter] | None = None, *,
+                amp: Amp = FP32) -> torch.Tensor:
         total = super().combine(losses)
         values = torch.stack([losses[name].detach().float().cpu() for name in self.task_names])
         if not torch.isfinite(values).all():
             return total  # a non-finite step never feeds the weight update
         norms = []
         for name in self.task_names:
-            (grad,) = torch.autograd.grad(losses[name], self.shared_weight, retain_graph=True, allow_unused=True)
-            norms.append(torch.zeros(()) if grad is None else grad.detach().float().norm().cpu())
-        self._norm_sum += torch.stack(norms)
+            (grad,) = torch.autograd.grad(amp.scale(losses[name]), self.shared_weight, retain_graph=True,
+                                          allow_unused=True)
+            # host-side bookkeeping (CPU on purpose): the sums are small, checkpointed and all-reduced as one
+            norms.append(torch.zeros(()) if grad is None else amp.unscale(grad.detach().float()).norm().cpu())
+        norms = torch.stack(norms)
+        if not torch.isfinite(norms).all():
+            return total  # a float16 overflow (AMP) measured nothing: the scaler will skip this step
+        self._norm_sum += norms
         self._loss_sum += values
         self._micro_steps += 1
         return total
 
-    def step(self) -> None:
+    def step(self, amp: Amp = FP32) -> None:
         """Once per optimizer step: update w from the norms and losses accumulated since the last one."""
         # DDP: sums and counts are added over the ranks first, so every rank computes the same update
         # (and no rank skips the collective because it alone saw no finite step).
@@ -134,6 +146,12 @@ class GradNorm(Balancer):
             "target": dict(zip(self.task_names, target.tolist())),
             "l_grad": float(l_grad),
         }
+
+    def skip_step(self) -> None:
+        """The scaler skipped this optimizer step: forget its norms and losses (every rank skips alike, since the
+        overflow check reads the all-reduced gradients, so no collective is left waiting)."""
+        self._norm_sum.zero_(), self._loss_sum.zero_()
+        self._micro_steps = 0
 
     def state_dict(self) -> dict:
         return {

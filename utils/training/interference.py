@@ -7,6 +7,8 @@ g_view (each task's weighted loss, so the norms are the ones the optimizer actua
 the shared parameters; their cosine (conflict when < 0), norm ratio ‖g_view‖/‖g_det‖ and
 magnitude similarity 2‖g_a‖‖g_b‖/(‖g_a‖²+‖g_b‖²) are recorded overall and per backbone
 stage (plus the neck) into training_history.json and plotted to interference.png.
+Under AMP the gradients are those of the scaled losses, divided by the scale; a measurement
+whose gradients overflowed (inf/NaN) is dropped rather than recorded.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 from models.yolo_cls import shared_parameters
 from utils.cli import OptionError
 from utils.torch_utils import de_parallel
+from utils.training.amp import FP32, Amp
 
 OVERALL = "overall"
 
@@ -69,14 +72,19 @@ class InterferenceMonitor:
     def due(self, iteration: int) -> bool:
         return iteration % self.every == 0
 
-    def measure(self, weighted_losses: dict[str, torch.Tensor], iteration: int, epoch: int) -> dict:
-        """One record: agreement of the two tasks' gradients overall and per stage (graph kept for backward)."""
+    def measure(self, weighted_losses: dict[str, torch.Tensor], iteration: int, epoch: int,
+                amp: Amp = FP32) -> dict | None:
+        """One record: agreement of the two tasks' gradients overall and per stage (graph kept for backward);
+        None when a gradient is not finite (a float16 overflow under AMP: nothing was measured)."""
         grads = []
         for name in self.task_names:
-            g = torch.autograd.grad(weighted_losses[name], self.params, retain_graph=True, allow_unused=True)
-            grads.append([torch.zeros_like(p) if x is None else x for p, x in zip(self.params, g)])
-        record = {"step": iteration, "epoch": epoch, "tasks": list(self.task_names)}
+            g = torch.autograd.grad(amp.scale(weighted_losses[name]), self.params, retain_graph=True,
+                                    allow_unused=True)
+            grads.append([torch.zeros_like(p) if x is None else amp.unscale(x) for p, x in zip(self.params, g)])
         flat = [torch.cat([x.reshape(-1) for x in g]) for g in grads]
+        if not all(bool(torch.isfinite(f).all()) for f in flat):
+            return None
+        record = {"step": iteration, "epoch": epoch, "tasks": list(self.task_names)}
         record[OVERALL] = gradient_agreement(*flat)
         record["stages"] = {}
         for stage in dict.fromkeys(self.stages):

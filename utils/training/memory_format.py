@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 
 from utils.logger import LOGGER
+from utils.training.amp import FP32, Amp
 
 PROBE_BATCH = 1  # images per timed step: the ratio of the two formats, not the absolute time, is what counts
 PROBE_REPEATS = 3  # timed steps per format, after one warm-up each; the fastest counts (noise only adds time)
@@ -31,8 +32,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _step_ms(model: torch.nn.Module, images: torch.Tensor) -> float:
-    """Milliseconds of one forward and backward pass (a stand-in loss over every output).
+def _step_ms(model: torch.nn.Module, images: torch.Tensor, amp: Amp = FP32) -> float:
+    """Milliseconds of one forward and backward pass (a stand-in loss over every output), in the run's precision.
 
     On a CPU this is the process's CPU time, measured on one thread: other programs sharing the
     machine stretch wall time by far more than they change the work done, which made wall-time
@@ -43,7 +44,8 @@ def _step_ms(model: torch.nn.Module, images: torch.Tensor) -> float:
     clock = time.process_time if cpu else time.perf_counter
     _sync(images.device)
     start = clock()
-    outputs = model(images)
+    with amp.autocast():
+        outputs = model(images)
     loss = sum(level.float().mean() for level in outputs.det)
     if outputs.view_logits is not None:
         loss = loss + outputs.view_logits.float().mean()
@@ -52,9 +54,11 @@ def _step_ms(model: torch.nn.Module, images: torch.Tensor) -> float:
     return (clock() - start) * 1e3
 
 
-def time_memory_formats(model: torch.nn.Module, imgsz: int, device: torch.device) -> tuple[float, float]:
+def time_memory_formats(model: torch.nn.Module, imgsz: int, device: torch.device,
+                        amp: Amp = FP32) -> tuple[float, float]:
     """(NCHW ms, NHWC ms): the fastest of PROBE_REPEATS forward+backward steps each, formats alternating (on a
-    CPU: CPU time on one thread, see _step_ms).
+    CPU: CPU time on one thread, see _step_ms). Under AMP the steps run in autocast, as training will
+    (tensor-core kernels often prefer NHWC).
 
     Runs on a copy of the model with the random state restored, so the run itself is untouched
     (BatchNorm statistics, dropout draws and gradients of the real model stay as they were).
@@ -71,7 +75,7 @@ def time_memory_formats(model: torch.nn.Module, imgsz: int, device: torch.device
                 for nhwc in (False, True):
                     memory_format = torch.channels_last if nhwc else torch.contiguous_format
                     probe.to(memory_format=memory_format)
-                    elapsed = _step_ms(probe, images.contiguous(memory_format=memory_format))
+                    elapsed = _step_ms(probe, images.contiguous(memory_format=memory_format), amp)
                     probe.zero_grad(set_to_none=True)
                     if round_index:  # the first round warms both formats up
                         times[nhwc].append(elapsed)
@@ -81,12 +85,12 @@ def time_memory_formats(model: torch.nn.Module, imgsz: int, device: torch.device
 
 
 def choose_memory_format(requested: bool | None, model: torch.nn.Module, imgsz: int,
-                         device: torch.device) -> MemoryFormatChoice:
+                         device: torch.device, amp: Amp = FP32) -> MemoryFormatChoice:
     """--channels-last (True), --no-channels-last (False), or None: time both and take the clearly faster one;
     a tie (within TIE_BAND) keeps the device's usual format, so a noisy machine does not flip the choice."""
     if requested is not None:
         return MemoryFormatChoice(bool(requested), None, None)
-    nchw_ms, nhwc_ms = time_memory_formats(model, imgsz, device)
+    nchw_ms, nhwc_ms = time_memory_formats(model, imgsz, device, amp)
     ratio = nhwc_ms / nchw_ms
     tied = abs(ratio - 1) <= TIE_BAND
     channels_last = NHWC_WHEN_TIED.get(device.type, False) if tied else ratio < 1

@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
 import yaml
 
 from utils.cli import check_unsupported, resolve_path
 from utils.logger import LOGGER
 from utils.paths import ROOT, increment_path
 from utils.torch_utils import ModelEMA
+from utils.training.amp import resolve_precision
 from utils.training.balancers import Balancer
 from utils.training.distributed import DistContext, broadcast_object
 from utils.training.run_files import RunFolder
@@ -59,10 +61,12 @@ def restore_resume_options(opt: argparse.Namespace) -> tuple[argparse.Namespace,
     return restored, load_hyp(restored.hyp)
 
 
-def setup_run(opt: argparse.Namespace, ctx: DistContext = DistContext()) -> tuple[argparse.Namespace, dict, RunFolder]:
+def setup_run(opt: argparse.Namespace, ctx: DistContext = DistContext(),
+              device: torch.device | None = None) -> tuple[argparse.Namespace, dict, RunFolder]:
     """Resolve --resume, hyps and the run folder; write opt.yaml (hyp.yaml follows once the data is known).
 
-    Under DDP rank 0 picks (and creates) the folder and the other ranks are told its name.
+    Under DDP rank 0 picks (and creates) the folder and the other ranks are told its name. With the
+    device known, opt.yaml records the resolved --amp / --amp-dtype (a resumed run keeps its own).
     """
     check_unsupported(opt)
     if getattr(opt, "fitness", "detection") not in FITNESS_CHOICES:
@@ -75,6 +79,8 @@ def setup_run(opt: argparse.Namespace, ctx: DistContext = DistContext()) -> tupl
         opt, hyp = restore_resume_options(opt)
     else:
         hyp = load_hyp(opt.hyp)
+        if device is not None:
+            resolve_precision(opt, device)
         if ctx.is_main:
             opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
         opt.save_dir = broadcast_object(getattr(opt, "save_dir", None))
@@ -82,8 +88,13 @@ def setup_run(opt: argparse.Namespace, ctx: DistContext = DistContext()) -> tupl
     if ctx.is_main:
         run.weights.mkdir(parents=True, exist_ok=True)
         if not opt.resume:
-            (run.save_dir / "opt.yaml").write_text(yaml.safe_dump(vars(opt), sort_keys=False))
+            write_opt_yaml(run, opt)
     return opt, hyp, run
+
+
+def write_opt_yaml(run: RunFolder, opt: argparse.Namespace) -> None:
+    """The run's options as YOLOv5 records them (rewritten once more if the AMP check turns AMP off)."""
+    (run.save_dir / "opt.yaml").write_text(yaml.safe_dump(vars(opt), sort_keys=False))
 
 
 def disable_mixing_augmentations(hyp: dict) -> dict:

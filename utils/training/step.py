@@ -1,5 +1,11 @@
 """One training step, shared by every strategy: forward, task losses, balancer, backward, and every
-`accumulate` iterations the optimizer step (clip, step, EMA, balancer update); a non-finite loss skips it."""
+`accumulate` iterations the optimizer step (clip, step, EMA, balancer update); a non-finite loss skips it.
+
+Under AMP (utils/training/amp.py) the forward runs in autocast, the losses in float32, the backward on
+the scaled loss; the optimizer step unscales before clipping and is skipped as a whole when a gradient
+overflowed (counted in `amp_skipped_steps`, apart from non-finite losses): no EMA update, and the
+balancer drops what it gathered for that step. With AMP off every one of these is the FP32 path.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +16,7 @@ from models.yolo import ModelOutputs
 from models.yolo_cls import view_loss
 from utils.logger import LOGGER
 from utils.torch_utils import ModelEMA
+from utils.training.amp import FP32, Amp, float32_outputs
 from utils.training.balancers import Balancer
 from utils.training.distributed import any_rank
 from utils.training.history import TrainingHistory
@@ -47,6 +54,7 @@ class StepParts:
     ema: ModelEMA | None = None
     history: TrainingHistory | None = None
     monitor: InterferenceMonitor | None = None
+    amp: Amp = FP32
 
 
 @dataclass
@@ -55,16 +63,20 @@ class StepState:
 
     accumulate: int
     last_opt_step: int = -1
-    skipped_steps: int = 0
+    skipped_steps: int = 0  # non-finite losses
+    amp_skipped_steps: int = 0  # optimizer steps the AMP scaler skipped (a gradient overflowed in float16)
 
 
 def train_step(parts: StepParts, state: StepState, imgs: torch.Tensor, targets: torch.Tensor, views: torch.Tensor,
                ni: int, epoch: int, batch_index: int) -> torch.Tensor | None:
     """One batch: its loss items (box, obj, cls[, view]) for logging, or None when a non-finite loss skipped it."""
-    losses, loss_items = task_losses(parts.forward(imgs), targets, views, parts.compute_loss, imgs.shape[0])
+    amp = parts.amp
+    with amp.autocast():
+        outputs = parts.forward(imgs)
+    losses, loss_items = task_losses(float32_outputs(outputs), targets, views, parts.compute_loss, imgs.shape[0])
     if parts.loss_scale is not None:
         losses = {name: value * parts.loss_scale for name, value in losses.items()}
-    loss = parts.balancer.combine(losses)
+    loss = parts.balancer.combine(losses, amp=amp)
     if any_rank(not bool(torch.isfinite(loss))):  # all ranks skip together, or the others would hang
         state.skipped_steps += 1
         LOGGER.warning(f"WARNING ⚠️ non-finite loss at epoch {epoch} batch {batch_index} (this process: "
@@ -73,23 +85,32 @@ def train_step(parts: StepParts, state: StepState, imgs: torch.Tensor, targets: 
         return None
     if parts.monitor is not None and parts.monitor.due(ni):
         weights = parts.balancer.weights.to(loss.device)
-        parts.history.log_interference(parts.monitor.measure(
-            {name: weights[k] * losses[name] for k, name in enumerate(parts.task_names)}, ni, epoch))
-    parts.balancer.backward(loss, losses)
+        record = parts.monitor.measure({name: weights[k] * losses[name] for k, name in enumerate(parts.task_names)},
+                                       ni, epoch, amp=amp)
+        if record is not None:
+            parts.history.log_interference(record)
+    parts.balancer.backward(loss, losses, amp=amp)
     if ni - state.last_opt_step >= state.accumulate:
-        optimizer_step(parts, ni, epoch)
+        if not optimizer_step(parts, ni, epoch):
+            state.amp_skipped_steps += 1
         state.last_opt_step = ni
     return loss_items
 
 
-def optimizer_step(parts: StepParts, ni: int, epoch: int) -> None:
-    """Clip (per optimizer), step, clear gradients, update the EMA and let the balancer learn from the step."""
-    clip_gradients(parts.optimizers)
-    for o in parts.optimizers.values():
-        o.step()
+def optimizer_step(parts: StepParts, ni: int, epoch: int) -> bool:
+    """Unscale (AMP), clip (per optimizer), step, clear gradients, update the EMA and let the balancer learn from
+    the step; False when the AMP scaler found an overflow and skipped it (no EMA update, balancer.skip_step)."""
+    amp = parts.amp
+    amp.unscale_(parts.optimizers.values())  # clipping reads true norms
+    stepped = amp.step(parts.optimizers.values(), clip_gradients(parts.optimizers))
     zero_grad(parts.optimizers)
-    if parts.ema is not None:  # only rank 0 validates and saves the EMA
-        parts.ema.update(parts.model)
-    parts.balancer.step()
-    if parts.history is not None and parts.balancer.adaptive and parts.balancer.last_stats is not None:
-        parts.history.log_step({"step": ni, "epoch": epoch, **parts.balancer.last_stats})
+    if stepped:
+        if parts.ema is not None:  # only rank 0 validates and saves the EMA
+            parts.ema.update(parts.model)
+        parts.balancer.step(amp)  # before amp.update(): amp.grad_scale is still this step's scale
+        if parts.history is not None and parts.balancer.adaptive and parts.balancer.last_stats is not None:
+            parts.history.log_step({"step": ni, "epoch": epoch, **parts.balancer.last_stats})
+    else:
+        parts.balancer.skip_step()
+    amp.update()
+    return stepped
