@@ -164,6 +164,22 @@ def test_a_forced_overflow_is_skipped_counted_apart_and_the_scale_drops(batches)
     assert gradnorm.weights.tolist() != [1.0, 1.0]
 
 
+def test_fp32_skips_a_non_finite_gradient_behind_a_finite_loss(batches):
+    """FP32: a NaN gradient with a finite loss is skipped and counted, rather than written into every parameter."""
+    parts = build_parts("fixed")
+    first_weight = next(parts.model.parameters())
+    hook = first_weight.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+    state, before = StepState(accumulate=1), _parameters(parts)
+    (items,) = run_steps(parts, batches, 1, state)
+    assert items is not None and torch.isfinite(items).all(), "the loss itself was finite"
+    assert (state.skipped_steps, state.amp_skipped_steps) == (1, 0)
+    assert all(torch.equal(a, b) for a, b in zip(_parameters(parts), before)), "no parameter moved"
+    assert parts.ema.updates == 0
+    hook.remove()
+    assert train_step(parts, state, *batches[1], ni=1, epoch=0, batch_index=1) is not None
+    assert parts.ema.updates == 1 and not all(torch.equal(a, b) for a, b in zip(_parameters(parts), before))
+
+
 def test_gradnorm_skip_step_forgets_what_it_gathered():
     w = nn.Parameter(torch.tensor([1.0, 2.0]))
     balancer = GradNorm(("det", "view"), w)

@@ -95,17 +95,13 @@ class Amp:
 
         All or nothing: with two networks (train_dual.py) an overflow in one skips both, so a skipped
         step is one event for the EMA and the balancers. `grad_norms` are the unscaled norms clipping
-        measured; a non-finite one is what the scaler's own inf check sees. FP32 always steps, as before.
+        measured; a non-finite one is what the scaler's own inf check sees. In FP32 a non-finite gradient
+        (with a finite loss) skips the step too, rather than writing NaN into every parameter.
         """
-        optimizers = list(optimizers)
-        if self.scaler is None:
-            for o in optimizers:
-                o.step()
-            return True
         finite = all(bool(torch.isfinite(n)) for n in grad_norms)
         if finite:
             for o in optimizers:
-                self.scaler.step(o)
+                self.scaler.step(o) if self.scaler is not None else o.step()
         return finite
 
     def update(self) -> None:

@@ -63,7 +63,7 @@ class StepState:
 
     accumulate: int
     last_opt_step: int = -1
-    skipped_steps: int = 0  # non-finite losses
+    skipped_steps: int = 0  # non-finite losses, and in FP32 non-finite gradients
     amp_skipped_steps: int = 0  # optimizer steps the AMP scaler skipped (a gradient overflowed in float16)
 
 
@@ -92,14 +92,19 @@ def train_step(parts: StepParts, state: StepState, imgs: torch.Tensor, targets: 
     parts.balancer.backward(loss, losses, amp=amp)
     if ni - state.last_opt_step >= state.accumulate:
         if not optimizer_step(parts, ni, epoch):
-            state.amp_skipped_steps += 1
+            if amp.enabled:  # an overflow in float16: routine, the scaler lowers its scale
+                state.amp_skipped_steps += 1
+            else:  # FP32: a finite loss with a non-finite gradient, skipped like a non-finite loss
+                state.skipped_steps += 1
+                LOGGER.warning(f"WARNING ⚠️ non-finite gradient at epoch {epoch} batch {batch_index}, step skipped")
         state.last_opt_step = ni
     return loss_items
 
 
 def optimizer_step(parts: StepParts, ni: int, epoch: int) -> bool:
     """Unscale (AMP), clip (per optimizer), step, clear gradients, update the EMA and let the balancer learn from
-    the step; False when the AMP scaler found an overflow and skipped it (no EMA update, balancer.skip_step)."""
+    the step; False when a gradient was not finite (an AMP overflow, or in FP32 a NaN/inf gradient) and the step
+    was skipped as a whole (no parameter moves, no EMA update, balancer.skip_step)."""
     amp = parts.amp
     amp.unscale_(parts.optimizers.values())  # clipping reads true norms
     stepped = amp.step(parts.optimizers.values(), clip_gradients(parts.optimizers))
