@@ -4,12 +4,14 @@ and bad input stops with one line naming the flag."""
 from __future__ import annotations
 
 import csv
+import runpy
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.audit_data import EXPECTED, clean_dataset, planted_dataset, snapshot
+from tests.helpers import med_subset_yaml
 from utils.audit.cli import main
 
 
@@ -113,3 +115,36 @@ def test_missing_yaml_names_the_file(tmp_path):
     with pytest.raises(SystemExit) as stop:
         main(["--data", str(tmp_path / "nope.yaml"), "--project", str(tmp_path / "runs")])
     assert str(stop.value).startswith(f"ERROR: dataset YAML {tmp_path / 'nope.yaml'} not found")
+
+
+def test_split_against_itself_every_frame_is_its_own_neighbour(tmp_path, med_root):
+    """train == val (six real frames): the copy scores 1.0 and each val file is the train file itself."""
+    data = med_subset_yaml(tmp_path, med_root, n=6)
+    out = main(["--data", str(data), "--project", str(tmp_path / "runs"), "--size", "16", "12"])
+    rows = _rows(out)
+    assert sorted(r["kind"] for r in rows) == ["exact_duplicate_across"] * 6 + ["group_leak"] * 6
+    exact = [r for r in rows if r["kind"] == "exact_duplicate_across"]
+    assert all(r["split"] == "val" and r["evidence"] == "the same file is also listed in train" for r in exact)
+    report = (out / "report.md").read_text()
+    assert "| val | 6 | 1.000 | " in report and "6 of the train/val pairs are one file listed by both splits" in report
+    nearest = list(csv.DictReader(open(out / "nearest_train_val.csv")))
+    assert len(nearest) == 6 and all(r["file"] == r["nearest_train_file"] and r["agree"] == "1" for r in nearest)
+
+
+def test_med_ceiling_and_cross_split_conflicts_reappear(tmp_path, med_root):
+    """The shipped med split (1,225 frames, ~15-30 s): the figures of docs/results.md's view-label ceiling."""
+    out = main(["--data", "data/med.yaml", "--project", str(tmp_path / "runs")])
+    report = (out / "report.md").read_text()
+    assert "| val | 183 | 0.667 | 0.601 | 0.661 | 0.426 (PLAX) |" in report
+    assert "| >=0.99 | 18 | 12 | 0.667 |" in report
+    assert ("- `train/amZlwqpnacKV-unnamed_1_1.mp4-61.png` == `val/amZlwqpnacKV-unnamed_1_1.mp4-62.png`: PLAX vs PSAX"
+            in report)
+    assert "val: 33 of 34 patients (182 of 183 images) also in train" in report
+    assert "77 of the 80 val videos are also in train; 22 of them have a different majority view" in report
+
+
+def test_the_old_benchmark_runs_the_audit(tmp_path, monkeypatch):
+    data = clean_dataset(tmp_path / "clean")
+    monkeypatch.setattr("sys.argv", ["view_neighbours.py", "--data", str(data), "--project", str(tmp_path / "r")])
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "view_neighbours.py"), run_name="__main__")
+    assert (tmp_path / "r" / "exp" / "report.md").is_file()

@@ -1,0 +1,70 @@
+"""The model-based audit end to end: --weights scores only the splits the checkpoint did not train on,
+--folds trains tiny models on patient-grouped folds and scores every image; neither writes into the
+dataset folder. The model is untrained or barely trained, so what cleanlab flags is not asserted here
+(tests/test_audit_checks.py plants label errors for that); the plumbing is."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from models.yolo_cls import build_model
+from tests.audit_data import NAMES, VIEWS, planted_dataset, snapshot
+from utils.audit.cli import main
+from utils.checkpoints import build_checkpoint, save_checkpoint
+
+MODEL_KINDS = {"view_issue", "box_overlooked", "box_swap", "box_badloc"}
+
+
+def _checkpoint(path: Path, data: Path, nc: int = 4) -> Path:
+    model = build_model("models/yolov5n.yaml", nc=nc, n_views=len(VIEWS))
+    names = dict(enumerate(NAMES)) if nc == 4 else {i: f"c{i}" for i in range(nc)}
+    save_checkpoint(build_checkpoint(model_yaml=model.yaml, model_state=model.state_dict(), names=names, epoch=0,
+                                     best_fitness=0.0, opt={"data": str(data), "imgsz": 64},
+                                     extra={"view_names": VIEWS}), path)
+    return path
+
+
+def _model_rows(out: Path) -> list[dict]:
+    with open(out / "issues.csv", newline="", encoding="utf-8") as f:
+        return [r for r in csv.DictReader(f) if r["kind"] in MODEL_KINDS]
+
+
+def test_weights_scores_the_splits_it_did_not_train_on(tmp_path):
+    root = tmp_path / "planted"
+    data = planted_dataset(root)
+    weights = _checkpoint(tmp_path / "w.pt", data)
+    before = snapshot(root)
+    out = main(["--data", str(data), "--project", str(tmp_path / "runs"), "--name", "w", "--weights", str(weights)])
+    assert snapshot(root) == before
+    report = (out / "report.md").read_text()
+    assert "Images scored: val 5." in report and f"`--weights {weights}` at 64 px" in report
+    assert all(r["split"] == "val" for r in _model_rows(out))
+    with pytest.raises(SystemExit, match="ERROR: --weights .* its classes"):
+        main(["--data", str(data), "--project", str(tmp_path / "runs"), "--weights",
+              str(_checkpoint(tmp_path / "coco.pt", data, nc=80))])
+
+
+def test_folds_score_every_image_out_of_fold(tmp_path):
+    """Two folds of 1 epoch at 64 px on 20 images: about 20-40 s on 2 cores, most of it two trainer start-ups."""
+    root = tmp_path / "planted"
+    data = planted_dataset(root)
+    os.chmod(data, 0o644)
+    before = snapshot(root)
+    out = main(["--data", str(data), "--project", str(tmp_path / "runs"), "--name", "f", "--folds", "2", "--",
+                "--cfg", "models/yolov5n.yaml", "--img", "64", "--epochs", "1", "--batch-size", "4",
+                "--workers", "0", "--noplots", "--noautoanchor", "--no-channels-last"])
+    assert snapshot(root) == before, "a fold's trainer wrote into the dataset folder"
+    for fold in (0, 1):
+        run = out / "folds" / f"fold{fold}"
+        assert (run / "run" / "weights" / "last.pt").is_file()
+        lists = [Path(run / "data" / f"{s}.txt").read_text().split() for s in ("train", "val")]
+        assert all(str(out / "folds" / "links") in p for p in lists[0] + lists[1])  # links, not the dataset
+    held = [set(Path(out / "folds" / f"fold{i}" / "data" / "val.txt").read_text().split()) for i in (0, 1)]
+    assert not held[0] & held[1] and len(held[0] | held[1]) == 20
+    patients = [{Path(p).name.split("-")[0] for p in h} for h in held]
+    assert not patients[0] & patients[1], "a patient is in both held-out folds"
+    report = (out / "report.md").read_text()
+    assert "Images scored: train 15, val 5." in report and "out-of-fold, 2 folds by patients" in report
