@@ -4,6 +4,9 @@ All images of all splits are pooled and dealt, whole patients at a time (utils.d
 folds of about equal size; for each fold the project's own trainer runs as a child process on the
 other K-1 folds, and its last.pt (not best.pt: best.pt is chosen on the held-out fold, a small
 leak) predicts the held-out fold. So each image is scored by a model that never saw its patient.
+
+The fold lists name symbolic links under the run folder (image and label side by side, as the loader
+expects), so the trainer's label-scan cache lands there too and nothing is written into the dataset.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from utils.audit.predict import ImagePrediction, predict_images
 from utils.compare.evaluation import eval_settings
 from utils.compare.runs import child_env, run_child, stderr_tail
 from utils.data.groups import SplitError, group_images, write_split
+from utils.data.labels import img2label_paths
 from utils.paths import ROOT
 
 TRAINERS = ("train.py", "train_gradnorm.py", "train_dual.py")
@@ -55,6 +59,26 @@ def check_trainer_flags(extra: list[str]) -> None:
         raise SplitError(f"the audit sets {', '.join(bad)} itself for each fold: remove it after '--'")
 
 
+def link_images(images: list[str], folder: Path) -> dict[str, str]:
+    """{real image: its link under folder}: one subfolder per source folder, each image linked at
+    <k>/images/<name> and its label file (if any) where the loader will look for it, <k>/labels/<stem>.txt."""
+    sources: dict[str, int] = {}
+    links = {}
+    for image, label in zip(images, img2label_paths(images)):
+        k = sources.setdefault(str(Path(image).parent), len(sources))
+        link = folder / str(k) / "images" / Path(image).name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(image)
+        label_link = Path(img2label_paths([str(link)])[0])
+        label_link.parent.mkdir(parents=True, exist_ok=True)
+        label_link.unlink(missing_ok=True)
+        if Path(label).is_file():
+            label_link.symlink_to(label)
+        links[image] = str(link)
+    return links
+
+
 @dataclass
 class FoldRun:
     """One fold: its held-out images, its run folder and the command that trained it."""
@@ -71,14 +95,15 @@ def plan_folds(images: list[str], by: str, regex, k: int, seed: int, out: Path, 
     """Write each fold's image lists and dataset YAML under out/folds; return the runs to train."""
     groups = group_images(images, by, regex)
     raw = yaml.safe_load(Path(yaml_file).read_text(encoding="utf-8"))
+    links = link_images(images, out / "folds" / "links")
     runs = []
     for i, held_groups in enumerate(group_folds(groups, k, seed)):
         held = sorted(p for g in held_groups for p in groups[g])
         held_set = set(held)
-        train = [p for p in images if p not in held_set]
+        train = [links[p] for p in images if p not in held_set]
         fold_dir = out / "folds" / f"fold{i}"
-        data_yaml = write_split(fold_dir / "data", {"train": train, "val": held}, raw, f"fold{i}",
-                                f"python -m utils.audit --folds {k} (fold {i})")
+        data_yaml = write_split(fold_dir / "data", {"train": train, "val": [links[p] for p in held]}, raw,
+                                f"fold{i}", f"python -m utils.audit --folds {k} (fold {i})")
         weights = [] if any(a.split("=", 1)[0] == "--weights" for a in extra) else ["--weights", ""]
         command = [sys.executable, str(ROOT / trainer), *weights, *extra, "--data", str(data_yaml),
                    "--project", str(fold_dir), "--name", "run", "--exist-ok"]
