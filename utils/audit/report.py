@@ -83,7 +83,8 @@ def _pair_scope(p: Pair) -> str:
 def duplicates_section(f: Findings) -> list[str]:
     exact = Counter(_pair_scope(p) for p in f.pairs if p.exact)
     near = Counter(_pair_scope(p) for p in f.pairs if not p.exact)
-    scopes = sorted(set(exact) | set(near), key=lambda s: ("/" in s, s))
+    order = {s: i for i, s in enumerate(_splits(f))}
+    scopes = sorted(set(exact) | set(near), key=lambda s: ("/" in s, [order[x] for x in s.split("/")]))
     lines = ["## Duplicates", "",
              "Exact: the same bytes (blake2b of the file, `utils.data.groups.duplicates`, as `python -m utils.split "
              "--duplicates`). Near: different bytes, but the grey "
