@@ -148,3 +148,26 @@ def test_the_old_benchmark_runs_the_audit(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["view_neighbours.py", "--data", str(data), "--project", str(tmp_path / "r")])
     runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "view_neighbours.py"), run_name="__main__")
     assert (tmp_path / "r" / "exp" / "report.md").is_file()
+
+
+def test_unreadable_image_and_rejected_label_are_reported(tmp_path):
+    root = tmp_path / "clean"
+    data = clean_dataset(root)
+    (root / "train" / "images" / "D-v1.mp4-0.png").write_bytes(b"not a png")
+    (root / "train" / "labels" / "D-v1.mp4-0.txt").write_text("3 0.5 0.5 0.3 0.3\n")
+    bad_label = root / "valid" / "labels" / "C-v1.mp4-0.txt"
+    bad_label.write_text("3 0.5 -0.5 0.3 0.3\n")  # a negative coordinate: the loader rejects the file
+    rows = _rows(main(["--data", str(data), "--project", str(tmp_path / "runs")]))
+    assert _found(rows) == {("unreadable_image", "train/D-v1.mp4-0.png"), ("corrupt_label", "val/C-v1.mp4-0.png")}
+    (corrupt,) = [r for r in rows if r["kind"] == "corrupt_label"]
+    assert str(bad_label) in corrupt["evidence"] and "negative coordinate -0.5" in corrupt["evidence"]
+
+
+def test_coco128_detection_only(tmp_path, coco128_root):
+    out = main(["--data", "data/coco128.yaml", "--project", str(tmp_path / "runs")])
+    rows = _rows(out)
+    assert len(rows) == 128 and {r["kind"] for r in rows} == {"exact_duplicate_across"}
+    report = (out / "report.md").read_text()
+    assert "128 of the train/val pairs are one file listed by both splits" in report
+    assert report.count("No view task (no `cls_names`).") == 2
+    assert "Skipped: --by patient: file name 000000000009.jpg" in report

@@ -18,12 +18,12 @@ from utils.checkpoints import build_checkpoint, save_checkpoint
 MODEL_KINDS = {"view_issue", "box_overlooked", "box_swap", "box_badloc"}
 
 
-def _checkpoint(path: Path, data: Path, nc: int = 4) -> Path:
-    model = build_model("models/yolov5n.yaml", nc=nc, n_views=len(VIEWS))
+def _checkpoint(path: Path, data: Path, nc: int = 4, views: list[str] = VIEWS) -> Path:
+    model = build_model("models/yolov5n.yaml", nc=nc, n_views=len(views))
     names = dict(enumerate(NAMES)) if nc == 4 else {i: f"c{i}" for i in range(nc)}
     save_checkpoint(build_checkpoint(model_yaml=model.yaml, model_state=model.state_dict(), names=names, epoch=0,
                                      best_fitness=0.0, opt={"data": str(data), "imgsz": 64},
-                                     extra={"view_names": VIEWS}), path)
+                                     extra={"view_names": views}), path)
     return path
 
 
@@ -45,6 +45,9 @@ def test_weights_scores_the_splits_it_did_not_train_on(tmp_path):
     with pytest.raises(SystemExit, match="ERROR: --weights .* its classes"):
         main(["--data", str(data), "--project", str(tmp_path / "runs"), "--weights",
               str(_checkpoint(tmp_path / "coco.pt", data, nc=80))])
+    with pytest.raises(SystemExit, match=r"ERROR: --weights .* its views \['A2C', 'A4C'\] are not the dataset's"):
+        main(["--data", str(data), "--project", str(tmp_path / "runs"), "--weights",
+              str(_checkpoint(tmp_path / "a2c.pt", data, views=["A2C", "A4C"]))])
 
 
 def test_folds_score_every_image_out_of_fold(tmp_path):

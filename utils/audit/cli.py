@@ -103,6 +103,9 @@ def model_based(opt: argparse.Namespace, extra: list[str], data: AuditData, out:
         if info.names != data.names:
             raise SplitError(f"--weights {opt.weights}: its classes {list(info.names.values())} are not the dataset's "
                              f"{list(data.names.values())}")
+        if info.view_names and data.cls_names and info.view_names != data.cls_names:
+            raise SplitError(f"--weights {opt.weights}: its views {info.view_names} are not the dataset's cls_names "
+                             f"{data.cls_names}")
         trained = info.trained_on
         train_yaml = trained if trained and Path(trained).is_file() else yaml_file
         seen = set(dataset_splits(check_dataset(train_yaml)).get("train", []))
