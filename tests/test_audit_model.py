@@ -73,3 +73,12 @@ def test_folds_score_every_image_out_of_fold(tmp_path, monkeypatch):
     assert not patients[0] & patients[1], "a patient is in both held-out folds"
     report = (out / "report.md").read_text()
     assert "Images scored: train 15, val 5." in report and "out-of-fold, 2 folds by patients" in report
+
+    # a fold's checkpoint as --weights: only its held-out fold is scored (its lists name links, not the files)
+    held_real = [os.path.realpath(p) for p in held[0]]
+    expected = {s: sum(f"/{folder}/images/" in p for p in held_real) for s, folder in (("train", "train"),
+                                                                                        ("val", "valid"))}
+    again = main(["--data", str(data), "--project", str(tmp_path / "runs"), "--name", "w", "--weights",
+                  str(out / "folds" / "fold0" / "run" / "weights" / "last.pt")])
+    scored = ", ".join(f"{s} {n}" for s, n in expected.items() if n)
+    assert f"Images scored: {scored}." in (again / "report.md").read_text()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shlex
 import sys
 import time
@@ -108,8 +109,9 @@ def model_based(opt: argparse.Namespace, extra: list[str], data: AuditData, out:
                              f"{data.cls_names}")
         trained = info.trained_on
         train_yaml = trained if trained and Path(trained).is_file() else yaml_file
-        seen = set(dataset_splits(check_dataset(train_yaml)).get("train", []))
-        chosen = [r for r in readable if r.path not in seen]
+        # realpath: a fold's lists name links to the dataset's files (utils.audit.folds)
+        seen = {os.path.realpath(p) for p in dataset_splits(check_dataset(train_yaml)).get("train", [])}
+        chosen = [r for r in readable if os.path.realpath(r.path) not in seen]
         imgsz = opt.imgsz or info.imgsz or 640
         paths = sorted({r.path for r in chosen})
         LOGGER.info(f"--weights: scoring {len(paths)} images its training split ({train_yaml}) does not hold")

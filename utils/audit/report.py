@@ -204,9 +204,9 @@ def model_section(f: Findings) -> list[str]:
               "`cleanlab.object_detection.filter.find_label_issues`, the kind from the lowest of its pooled "
               "overlooked / swap / badloc scores. Score = 1 - cleanlab's label quality.", ""]
     splits = _splits(f)
-    free = {}
+    free = {}  # model-free findings about the label or the file (a group leak says nothing about the label)
     for i in f.issues:
-        if i.kind not in MODEL_KINDS:
+        if i.kind not in MODEL_KINDS and i.kind != "group_leak":
             free.setdefault(i.record, set()).add(i.kind)
     rows = []
     for kind in MODEL_KINDS:
@@ -215,7 +215,7 @@ def model_section(f: Findings) -> list[str]:
         kinds = Counter(k for i in also for k in free[i.record])
         rows.append([f"`{kind}`", *[str(sum(f.data.records[i.record].split == s for i in found)) for s in splits],
                      f"{len(also)} of {len(found)}", ", ".join(f"{k} {n}" for k, n in kinds.most_common(4)) or "-"])
-    return lines + [markdown_table(["kind", *splits, "also flagged without a model", "by"], rows), ""]
+    return lines + [markdown_table(["kind", *splits, "also flagged without a model (leaks aside)", "by"], rows), ""]
 
 
 def clean_section(f: Findings) -> list[str]:
