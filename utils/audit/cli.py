@@ -117,7 +117,8 @@ def model_based(opt: argparse.Namespace, extra: list[str], data: AuditData, out:
         LOGGER.info(f"--weights: scoring {len(paths)} images its training split ({train_yaml}) does not hold")
         by_path = dict(zip(paths, predict_images(opt.weights, paths, imgsz, opt.batch_size, opt.device,
                                                  opt.trust_weights)))
-        source = f"`--weights {opt.weights}` at {imgsz} px (trained on the train split of {train_yaml})"
+        assumed = "" if train_yaml == trained else f"; assumed, as its recorded data YAML {trained!r} is not found"
+        source = f"`--weights {opt.weights}` at {imgsz} px (trained on the train split of {train_yaml}{assumed})"
         preds = [by_path[r.path] for r in chosen]
     else:
         check_trainer_flags(extra)
