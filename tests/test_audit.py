@@ -96,6 +96,7 @@ def test_run_folders_increment(tmp_path):
     (["--by", "patient", "--group-regex", "^(x)"], "ERROR: --group-regex '^(x)' does not match the file name"),
     (["--", "--epochs", "1"], "ERROR: flags after '--' (--epochs 1) go to the trainer, and only --folds trains"),
     (["--folds", "2", "--", "--data", "x.yaml"], "ERROR: the audit sets --data itself for each fold"),
+    (["--reuse-folds"], "ERROR: --reuse-folds needs --folds K"),
 ])
 def test_bad_input_stops_with_one_line(tmp_path, capsys, flags, message):
     data = clean_dataset(tmp_path / "clean")

@@ -11,7 +11,8 @@ from utils.audit import ceiling as C
 from utils.audit import signatures as S
 from utils.audit.conflicts import compare_labels, worst_match_iou
 from utils.audit.folds import group_folds
-from utils.audit.model_checks import box_label_issues, cleanlab_prediction, model_issues, view_label_issues
+from utils.audit.model_checks import (box_label_issues, cleanlab_prediction, model_issues, prediction_summary,
+                                     view_label_issues)
 from utils.audit.predict import ImagePrediction
 from utils.audit.records import AuditData, Record
 from utils.data.groups import SplitError
@@ -170,3 +171,15 @@ def test_model_issues_rows_say_what_the_model_suggests():
     assert (issues[("view_issue", 6)].given, issues[("view_issue", 6)].suggested) == ("PSAX", "A4C")
     swap = issues[("box_swap", 7)]  # image 7 holds a TR jet labelled AR
     assert swap.given.startswith("AR@") and swap.suggested == "TR (conf 0.97)"
+
+
+def test_prediction_summary_by_hand():
+    box = np.array([[3, 0.5, 0.5, 0.2, 0.2]])  # 80x60 px box at the centre of a 400x300 image: x 160-240, y 120-180
+    records = [Record(0, "/d/a.png", "val", boxes=box, view=0, shape=(300, 400)),
+               Record(1, "/d/b.png", "val", boxes=box, view=1, shape=(300, 400)),
+               Record(2, "/d/c.png", "val", boxes=box, view=-1, shape=(300, 400))]
+    preds = [ImagePrediction(np.array([[160, 120, 240, 180, 0.9, 3]]), np.array([0.8, 0.1, 0.1])),  # right, found
+             ImagePrediction(np.array([[160, 120, 240, 180, 0.1, 3]]), np.array([0.8, 0.1, 0.1])),  # wrong, too unsure
+             ImagePrediction(np.array([[160, 120, 240, 180, 0.9, 1]]), np.array([0.1, 0.1, 0.8]))]  # other class
+    summary = prediction_summary(records, preds)
+    assert summary == {"view_n": 2, "view_accuracy": 0.5, "boxes_n": 3, "boxes_found": pytest.approx(1 / 3)}

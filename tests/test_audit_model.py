@@ -73,6 +73,16 @@ def test_folds_score_every_image_out_of_fold(tmp_path, monkeypatch):
     assert not patients[0] & patients[1], "a patient is in both held-out folds"
     report = (out / "report.md").read_text()
     assert "Images scored: train 15, val 5." in report and "out-of-fold, 2 folds by patients" in report
+    assert "- the predictions' view accuracy: " in report
+    predictions = (out / "predictions.csv").read_text().splitlines()
+    assert predictions[0] == "file,split,p_PSAX,p_PLAX,p_A4C,boxes" and len(predictions) == 21
+
+    # --reuse-folds predicts with the folds' last.pt again and trains nothing
+    log = out / "folds" / "fold0" / "train_stdout.log"
+    stamp = log.stat().st_mtime_ns
+    reused = main(["--data", str(data), "--project", str(tmp_path / "runs"), "--name", "f", "--exist-ok", "--folds",
+                   "2", "--reuse-folds", "--", "--img", "64"])
+    assert log.stat().st_mtime_ns == stamp and (reused / "predictions.csv").read_text().splitlines() == predictions
 
     # a fold's checkpoint as --weights: only its held-out fold is scored (its lists name links, not the files)
     held_real = [os.path.realpath(p) for p in held[0]]

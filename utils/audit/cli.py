@@ -22,7 +22,7 @@ from utils.audit.folds import TRAINERS, check_trainer_flags, plan_folds, train_a
 from utils.audit.groups_check import (group_records, leak_issues, leak_overlaps, mixed_view_issues, video_matrix,
                                       video_views)
 from utils.audit.issues import CONFLICT_KINDS, MODEL_KINDS, file_issues, relative_name, sort_issues, write_issues_csv
-from utils.audit.model_checks import model_issues
+from utils.audit.model_checks import model_issues, prediction_summary
 from utils.audit.predict import checkpoint_info, predict_images
 from utils.audit.records import AuditData, load_records
 from utils.audit.report import Findings, build_report
@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--weights", default=None, help="checkpoint: score the labels of the splits it did not train on")
     p.add_argument("--folds", type=int, default=None, help="train K models on patient-grouped folds and score all")
     p.add_argument("--trainer", default="train.py", choices=TRAINERS, help="training script for --folds")
+    p.add_argument("--reuse-folds", action="store_true",
+                   help="--folds: predict with the folds' last.pt of a finished run (same --name, --exist-ok)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fold deal")
     p.add_argument("--imgsz", "--img", type=int, default=None, 
                    help="--weights inference size (default: its training size)")
@@ -78,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         raise SystemExit(f"ERROR: flags after '--' ({shlex.join(extra)}) go to the trainer, and only --folds trains")
     if opt.weights and opt.folds:
         raise SystemExit("ERROR: give --weights or --folds, not both")
+    if opt.reuse_folds and not opt.folds:
+        raise SystemExit("ERROR: --reuse-folds needs --folds K (the folds to reuse)")
     return opt, extra
 
 
@@ -96,8 +100,9 @@ def nearest_csv(path: Path, data: AuditData, ceiling: Ceiling) -> Path:
 
 
 def model_based(opt: argparse.Namespace, extra: list[str], data: AuditData, out: Path, yaml_file: str
-                ) -> tuple[list, str | None, dict[str, int]]:
-    """--weights or --folds: (issue rows, how the predictions were made, images scored per split)."""
+                ) -> tuple[list, str | None, dict[str, int], dict]:
+    """--weights or --folds: (issue rows, how the predictions were made, images scored per split, how good
+    the predictions are)."""
     readable = [r for r in data.records if r.shape is not None]
     if opt.weights:
         info = checkpoint_info(opt.weights, opt.trust_weights)
@@ -127,7 +132,7 @@ def model_based(opt: argparse.Namespace, extra: list[str], data: AuditData, out:
         images = sorted({r.path for r in readable})
         runs = plan_folds(images, by, grouping.pattern if grouping.groups is not None else None, opt.folds,
                           opt.seed, out, Path(yaml_file), opt.trainer, extra)
-        by_path = train_and_predict(runs, extra, LOGGER.info)
+        by_path = train_and_predict(runs, extra, LOGGER.info, reuse=opt.reuse_folds)
         chosen = readable
         preds = [by_path[r.path][0] for r in chosen]
         word = grouping.word if grouping.groups is not None else "images"
@@ -136,7 +141,22 @@ def model_based(opt: argparse.Namespace, extra: list[str], data: AuditData, out:
     scored: dict[str, int] = {}
     for r in chosen:
         scored[r.split] = scored.get(r.split, 0) + 1
-    return model_issues(data, [r.index for r in chosen], preds, source.split(" (")[0]), source, scored
+    write_predictions(out / "predictions.csv", data, chosen, preds)
+    summary = prediction_summary(chosen, preds)
+    return model_issues(data, [r.index for r in chosen], preds, source.split(" (")[0]), source, scored, summary
+
+
+def write_predictions(path: Path, data: AuditData, records: list, preds: list) -> Path:
+    """predictions.csv: per scored file its view probabilities and its boxes with conf >= 0.25 (cls:conf)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        views = [f"p_{n}" for n in data.cls_names or []]
+        writer.writerow(["file", "split", *views, "boxes"])
+        for r, p in zip(records, preds):
+            probs = [f"{v:.4f}" for v in p.view_probs] if views and p.view_probs is not None else [""] * len(views)
+            boxes = " ".join(f"{data.names.get(int(b[5]), int(b[5]))}:{b[4]:.2f}" for b in p.boxes if b[4] >= 0.25)
+            writer.writerow([relative_name(r.path, data.root), r.split, *probs, boxes])
+    return path
 
 
 def draw(data: AuditData, issues: list, f: Findings, out: Path, top: int) -> list[str]:
@@ -196,10 +216,10 @@ def run(opt: argparse.Namespace, extra: list[str], argv: list[str]) -> Path:
     ceilings = compute_ceilings(data, videos.groups, K_VOTE)
     timings = {"model-free checks": time.perf_counter() - t0}
 
-    source, scored = None, {}
+    source, scored, summary = None, {}, {}
     if opt.weights or opt.folds:
         t1 = time.perf_counter()
-        found, source, scored = model_based(opt, extra, data, out, dataset["yaml_file"])
+        found, source, scored, summary = model_based(opt, extra, data, out, dataset["yaml_file"])
         issues += found
         timings["model-based checks"] = time.perf_counter() - t1
     issues = sort_issues(issues)
@@ -210,7 +230,8 @@ def run(opt: argparse.Namespace, extra: list[str], argv: list[str]) -> Path:
                         ceilings=ceilings, near_threshold=opt.near_thres, iou_threshold=opt.iou_thres,
                         command="python -m utils.audit " + shlex.join(argv),
                         date=datetime.now().astimezone().isoformat(timespec="seconds"),
-                        machine=machine_line(opt.device), model_source=source, model_scored=scored)
+                        machine=machine_line(opt.device), model_source=source, model_scored=scored,
+                        model_summary=summary)
     if opt.write_clean:
         findings.removed = left_out(issues, drop)
         findings.clean_yaml, findings.clean_kept = write_clean(

@@ -111,20 +111,30 @@ def plan_folds(images: list[str], by: str, regex, k: int, seed: int, out: Path, 
     return runs
 
 
-def train_and_predict(runs: list[FoldRun], extra: list[str], log=print) -> dict[str, tuple[ImagePrediction, str]]:
-    """Train every fold (one at a time) and predict its held-out images: {image path: (prediction, fold name)}."""
+def train_and_predict(runs: list[FoldRun], extra: list[str], log=print, reuse: bool = False
+                      ) -> dict[str, tuple[ImagePrediction, str]]:
+    """Train every fold (one at a time) and predict its held-out images: {image path: (prediction, fold name)}.
+
+    reuse (--reuse-folds): predict with the last.pt a finished run of the same folds left, train nothing.
+    """
     settings = eval_settings(extra)
     out: dict[str, tuple[ImagePrediction, str]] = {}
     for run in runs:
-        log(f"fold {run.index}: training on {run.n_train} images ({shlex.join(run.command)})")
-        logs = run.run_dir.parent
-        result = run_child(run.command, logs / "train_stdout.log", logs / "train_stderr.log", child_env(1))
         weights = run.run_dir / "weights" / "last.pt"
-        if result.rc != 0 or not weights.is_file():
-            tail = stderr_tail(run.run_dir.parent / "train_stderr.log")
-            raise SystemExit(f"ERROR: fold {run.index}: the trainer exited with {result.rc} "
-                             f"(log {run.run_dir.parent / 'train_stderr.log'}):\n{tail}")
-        log(f"fold {run.index}: trained in {result.wall_s:.0f} s; predicting {len(run.held_out)} held-out images")
+        if reuse:
+            if not weights.is_file():
+                raise SystemExit(f"ERROR: --reuse-folds: {weights} does not exist (run --folds without it first, "
+                                 "with the same --project/--name and --exist-ok)")
+            log(f"fold {run.index}: reusing {weights}; predicting {len(run.held_out)} held-out images")
+        else:
+            log(f"fold {run.index}: training on {run.n_train} images ({shlex.join(run.command)})")
+            logs = run.run_dir.parent
+            result = run_child(run.command, logs / "train_stdout.log", logs / "train_stderr.log", child_env(1))
+            if result.rc != 0 or not weights.is_file():
+                tail = stderr_tail(logs / "train_stderr.log")
+                raise SystemExit(f"ERROR: fold {run.index}: the trainer exited with {result.rc} "
+                                 f"(log {logs / 'train_stderr.log'}):\n{tail}")
+            log(f"fold {run.index}: trained in {result.wall_s:.0f} s; predicting {len(run.held_out)} held-out images")
         preds = predict_images(weights, run.held_out, imgsz=settings.imgsz, device=settings.device)
         for path, pred in zip(run.held_out, preds):
             out[path] = (pred, f"fold{run.index}")

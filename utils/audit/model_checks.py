@@ -121,6 +121,27 @@ def _suggestion(kind: str, record: Record, label: dict, pred: np.ndarray, box_sc
                    f"{(x2 - x1) / w:.2f},{(y2 - y1) / h:.2f} (IoU {iou[best]:.2f})")
 
 
+def prediction_summary(records: Sequence[Record], preds: Sequence[ImagePrediction], conf: float = 0.25,
+                       iou: float = 0.5) -> dict[str, float | int | None]:
+    """How good the predictions cleanlab judges by are: the view accuracy on labelled images, and the share
+    of label boxes a same-class prediction (conf >= `conf`) overlaps at IoU >= `iou` (None where not measured).
+
+    A weak model makes cleanlab flag many correct labels, so the report states these beside its counts.
+    """
+    viewed = [(r.view, p.view_probs) for r, p in zip(records, preds) if r.view >= 0 and p.view_probs is not None]
+    found = total = 0
+    for record, pred in zip(records, preds):
+        boxes = pred.boxes[pred.boxes[:, 4] >= conf] if len(pred.boxes) else pred.boxes
+        label = cleanlab_label(record)
+        for box, cls in zip(label["bboxes"], label["labels"]):
+            total += 1
+            same = boxes[boxes[:, 5] == cls] if len(boxes) else boxes
+            found += bool(len(same) and box_iou_np(box[None], same[:, :4]).max() >= iou)
+    return {"view_n": len(viewed),
+            "view_accuracy": float(np.mean([int(np.argmax(p)) == v for v, p in viewed])) if viewed else None,
+            "boxes_n": total, "boxes_found": found / total if total else None}
+
+
 def model_issues(data: AuditData, indices: Sequence[int], preds: Sequence[ImagePrediction], source: str) -> list[Issue]:
     """Issue rows for the predicted records: view issues (when both labels and model have views) and box issues.
 

@@ -38,6 +38,7 @@ class Findings:
     timings: dict[str, float] = field(default_factory=dict)
     model_source: str | None = None  # how the model-based predictions were made
     model_scored: dict[str, int] = field(default_factory=dict)  # split -> images scored by the model
+    model_summary: dict = field(default_factory=dict)  # model_checks.prediction_summary
     removed: dict[int, list[Issue]] | None = None  # --write-clean: record -> why it was left out
     clean_yaml: Path | None = None
     clean_kept: dict[str, list[str]] = field(default_factory=dict)
@@ -203,6 +204,7 @@ def model_section(f: Findings) -> list[str]:
               "find_label_issues` (confident learning), ranked by self-confidence; box issues: "
               "`cleanlab.object_detection.filter.find_label_issues`, the kind from the lowest of its pooled "
               "overlooked / swap / badloc scores. Score = 1 - cleanlab's label quality.", ""]
+    lines += _prediction_quality(f)
     splits = _splits(f)
     free = {}  # model-free findings about the label or the file (a group leak says nothing about the label)
     for i in f.issues:
@@ -216,6 +218,26 @@ def model_section(f: Findings) -> list[str]:
         rows.append([f"`{kind}`", *[str(sum(f.data.records[i.record].split == s for i in found)) for s in splits],
                      f"{len(also)} of {len(found)}", ", ".join(f"{k} {n}" for k, n in kinds.most_common(4)) or "-"])
     return lines + [markdown_table(["kind", *splits, "also flagged without a model (leaks aside)", "by"], rows), ""]
+
+
+def _prediction_quality(f: Findings) -> list[str]:
+    """How good the judging model is, and a warning when cleanlab flags far more than label noise explains."""
+    q, lines = f.model_summary, []
+    if q.get("view_accuracy") is not None:
+        ceiling = "; ".join(f"{c.split} 1-NN copy {c.accuracy:.3f}" for c in f.ceilings)
+        lines.append(f"- the predictions' view accuracy: {q['view_accuracy']:.3f} on {q['view_n']} labelled images"
+                     + (f" (model-free: {ceiling})" if ceiling else ""))
+    if q.get("boxes_found") is not None:
+        lines.append(f"- label boxes that a same-class prediction (conf >= 0.25) overlaps at IoU >= 0.5: "
+                     f"{q['boxes_found']:.1%} of {q['boxes_n']}")
+    scored = sum(f.model_scored.values())
+    flagged = len({i.record for i in f.issues if i.kind in MODEL_KINDS})
+    if scored and flagged / scored > 0.2:
+        share = flagged / scored
+        lines.append(f"- **cleanlab flags {flagged} of {scored} scored images ({share:.0%}): more than label "
+                     "noise explains. A model this weak makes correct labels look wrong; trust the model-free "
+                     "conflicts first, train the folds longer, or leave these kinds out of --drop.**")
+    return lines + [""] if lines else []
 
 
 def clean_section(f: Findings) -> list[str]:
