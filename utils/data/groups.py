@@ -280,8 +280,10 @@ def _dataset_roots(images: Iterable[str]) -> set[Path]:
     return roots
 
 
-def check_out_folder(out: Path, images: Iterable[str], raw: dict) -> None:
-    """Refuse an output folder inside the dataset (the shared data is read-only and must stay clean)."""
+def check_out_folder(out: Path, images: Iterable[str], raw: dict, flag: str = "--out") -> None:
+    """Refuse an output folder inside the dataset (the shared data is read-only and must stay clean).
+
+    `flag` names the option that chose the folder in the error message."""
     roots = _dataset_roots(images)
     if raw.get("path"):
         base = Path(raw["path"])
@@ -289,7 +291,7 @@ def check_out_folder(out: Path, images: Iterable[str], raw: dict) -> None:
     target = out.resolve()
     for root in roots:
         if target == root or root in target.parents:
-            raise SplitError(f"--out {out} is inside the dataset folder {root}: choose a folder outside it")
+            raise SplitError(f"{flag} {out} is inside the dataset folder {root}: choose a folder outside it")
 
 
 def write_split(out: Path, images: Mapping[str, list[str]], raw: dict, yaml_name: str, command: str) -> Path:

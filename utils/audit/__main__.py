@@ -1,0 +1,4 @@
+"""python -m utils.audit: see utils/audit/__init__.py."""
+from utils.audit.cli import main
+
+main()
