@@ -51,6 +51,8 @@ def test_derived_hyp_sets_task_weights_and_turns_mixing_off():
     kept = derived_hyp(base)  # the adaptive strategies keep the given weights
     assert kept["det_task"] == 1.0 and kept["view_task"] == 0.5
     assert base["mosaic"] == 1.0, "the base hyp is not modified"
+    masked = derived_hyp({**base, "mask_mixed_views": True}, 1.0, 0.3)  # mixed images train detection only
+    assert masked["mosaic"] == 1.0 and masked["mixup"] == 0.1 and masked["view_task"] == pytest.approx(0.3)
 
 
 def test_detection_only_yaml_drops_cls_names_and_still_loads(tmp_path):

@@ -95,18 +95,21 @@ def resolve_strategies(names: list[str] | None, view_weights: Iterable[float]) -
 
 
 def derived_hyp(base: dict, det_task: float | None = None, view_task: float | None = None) -> dict:
-    """A copy of `base` with mosaic/mixup/copy-paste off and the task weights set (None keeps base's).
+    """A copy of `base` with the task weights set (None keeps base's) and mosaic/mixup/copy-paste off, unless
+    `base` sets mask_mixed_views: true (then they stay on in every run, mixed images training detection only).
 
-    The engine switches the mixing augmentations off whenever the data has a view task; doing
-    it in every derived file gives detection_only the same augmentation as the joint runs.
+    The engine switches the mixing augmentations off whenever the data has a view task (without
+    mask_mixed_views); doing it in every derived file gives detection_only the same augmentation
+    as the joint runs.
     """
     hyp = dict(base)
     for key, value in (("det_task", det_task), ("view_task", view_task)):
         if value is not None:
             hyp[key] = float(value)
-    for key in MIXING_AUGMENTATIONS:
-        if key in hyp:
-            hyp[key] = 0.0
+    if not hyp.get("mask_mixed_views", False):
+        for key in MIXING_AUGMENTATIONS:
+            if key in hyp:
+                hyp[key] = 0.0
     return hyp
 
 
