@@ -29,7 +29,7 @@ run: $(STAMP)
 	$(PY) train_gradnorm.py --data $(DATA) $(TRAIN_FLAGS) --name $(RUN) --exist-ok
 	$(PY) val.py --data $(DATA) --weights runs/train/$(RUN)/weights/best.pt --img $(IMG) --workers 1 --name $(RUN) --exist-ok
 	$(PY) detect.py --weights runs/train/$(RUN)/weights/best.pt --source datasets/synthetic/images/val --img $(IMG) \
-		--name $(RUN) --exist-ok
+		--line-thickness 1 --name $(RUN) --exist-ok
 	$(PY) -m utils.first_run runs/train/$(RUN) runs/val/$(RUN) runs/detect/$(RUN)
 
 test: $(STAMP)
