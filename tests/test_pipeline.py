@@ -10,6 +10,7 @@ import yaml
 import detect
 import train
 import val
+from utils.paths import ROOT
 from utils.training.task import RESULTS_KEYS
 
 MED_NAMES = ["AR", "MR", "PR", "TR"]
@@ -171,18 +172,33 @@ def test_bad_dataset_yaml_stops_with_one_sentence(tmp_path: Path, content: dict,
     assert message in str(exit_info.value) and "bad.yaml" in str(exit_info.value)
 
 
-def test_first_run_default_needs_no_download(tmp_path: Path, monkeypatch):
-    """With no --data, training uses the synthetic dataset the code generates itself."""
+def test_first_run_default_needs_no_download(tmp_path: Path):
+    """With no --data, training uses the synthetic dataset the code generates itself: both tasks, offline."""
     from utils.data import synthetic
 
+    cfg = yaml.safe_load((ROOT / "data" / "synthetic.yaml").read_text())
+    cfg.update(n_train=8, n_val=4, path=str(tmp_path / "synth"))
     synthetic_yaml = tmp_path / "synthetic.yaml"
-    synthetic_yaml.write_text(yaml.safe_dump({"synthetic": True, "n_train": 8, "n_val": 4, "path": str(tmp_path / "synth"),
-                                              "train": "images/train", "val": "images/val",
-                                              "names": {0: "square", 1: "disc", 2: "triangle"}}))
+    synthetic_yaml.write_text(yaml.safe_dump(cfg))
     opt = train.parse_opt(["--cfg", "models/yolov5n.yaml", "--img", "64", "--epochs", "1", "--batch-size", "4",
                            "--workers", "0", "--noplots", "--noautoanchor", "--project", str(tmp_path / "runs")])
     assert Path(opt.data).name == "synthetic.yaml"
     opt.data = str(synthetic_yaml)
-    train.main(opt)
+    result = train.main(opt)
     assert len(list((tmp_path / "synth" / "images" / "train").glob("*.png"))) == 8
     assert synthetic.SHAPE_NAMES == ("square", "disc", "triangle")
+    header = (Path(result["save_dir"]) / "results.csv").read_text().splitlines()[0]
+    assert "metrics/view_accuracy" in header, "the default data trains the view task too"
+
+
+def test_detection_only_yaml_ignores_the_synthetic_view_line(tmp_path: Path):
+    """The same files without cls_names train plain detection: the view line is never read as a box."""
+    synthetic_yaml = tmp_path / "synthetic.yaml"
+    synthetic_yaml.write_text(yaml.safe_dump({"synthetic": True, "n_train": 8, "n_val": 4, "path": str(tmp_path / "synth"),
+                                              "train": "images/train", "val": "images/val",
+                                              "names": {0: "square", 1: "disc", 2: "triangle"}}))
+    result = train.main(train.parse_opt([
+        "--data", str(synthetic_yaml), "--cfg", "models/yolov5n.yaml", "--img", "64", "--epochs", "1",
+        "--batch-size", "4", "--workers", "0", "--noplots", "--noautoanchor", "--project", str(tmp_path / "runs")]))
+    header = (Path(result["save_dir"]) / "results.csv").read_text().splitlines()[0]
+    assert "view" not in header
