@@ -23,3 +23,13 @@ def coco128_root() -> Path:
     if not COCO128.is_dir():
         pytest.fail(f"coco128 is expected at {COCO128} (../shared/datasets beside the repo)")
     return COCO128
+
+
+@pytest.fixture
+def cache_in_tmp(tmp_path, monkeypatch) -> Path:
+    """Keep scan caches of read-only datasets out of the repo's runs/ folder during a test."""
+    from utils.data import label_scan
+
+    folder = tmp_path / "fallback_cache"
+    monkeypatch.setattr(label_scan, "CACHE_FALLBACK_DIR", folder)
+    return folder

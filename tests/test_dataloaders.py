@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-import utils.data.label_scan as label_scan
 from utils.data.dataset import LoadImagesAndLabels
 from utils.data.label_scan import scan_labels
 from utils.data.loaders import create_dataloader
@@ -24,11 +23,9 @@ needs_med = pytest.mark.skipif(not MED.is_dir(), reason="shared med dataset not 
 
 
 @pytest.fixture(autouse=True)
-def cache_in_tmp(tmp_path, monkeypatch):
-    """Keep scan caches of read-only datasets out of the repo's runs/ folder during tests."""
-    folder = tmp_path / "fallback_cache"
-    monkeypatch.setattr(label_scan, "CACHE_FALLBACK_DIR", folder)
-    return folder
+def _caches_in_tmp(cache_in_tmp):
+    """Every test here keeps its scan caches in its own temporary folder (conftest.cache_in_tmp)."""
+    return cache_in_tmp
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from tests.test_dataloaders import cache_in_tmp, make_dataset  # noqa: F401  (cache_in_tmp: a fixture)
+from tests.test_dataloaders import make_dataset
 from utils.data.dataset import LoadImagesAndLabels
 from utils.data.image_cache import cache_choice, ram_needed, resolve_cache
 from utils.logger import LOGGER
