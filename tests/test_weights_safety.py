@@ -49,7 +49,8 @@ def test_real_checkpoint_with_a_payload_is_refused_naming_the_global(tmp_path: P
 def test_every_refused_global_of_one_file_is_listed(tmp_path: Path):
     marker = tmp_path / "marker"
     both = call("builtins", "eval", text("1")) + call("os", "system", text(f"touch {marker}"))
-    crafted = write_with_pickle(MED_E20, tmp_path / "two.pt", with_extra_entry(read_pickle(MED_E20), "a", tuple_of(both)))
+    data = with_extra_entry(read_pickle(fixture(MED_E20)), "a", tuple_of(both))
+    crafted = write_with_pickle(MED_E20, tmp_path / "two.pt", data)
     with pytest.raises(CheckpointError, match=r"builtins\.eval, os\.system"):
         load_checkpoint(crafted)
     assert not marker.exists()

@@ -5,6 +5,7 @@ Flavours: release-style nc=80 (yolov5n, yolov5s), a fine-tuned nc=4 best.pt, a l
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ from tests.yolov5_files import (COCO_N, COCO_S, MED_E20, MIDTRAINING, fixture, r
 from utils.checkpoints import YOLOV5_SOURCE, CheckpointError, inference_state, load_checkpoint, save_checkpoint
 from utils.model_loading import load_inference_model
 from utils.torch_utils import count_parameters
-from utils.weights.restricted import InertRecord, globals_in_file, load_restricted
-from utils.weights.yolov5 import names_yolov5_classes
+from utils.weights.restricted import InertRecord, globals_in_file, load_restricted, record_class
+from utils.weights.yolov5 import module_state, names_yolov5_classes
 
 MED_NAMES = {0: "AR", 1: "MR", 2: "PR", 3: "TR"}
 
@@ -108,7 +109,26 @@ def test_converted_checkpoint_is_plain_data(tmp_path: Path):
 
 
 def test_unsupported_yolov5_model_is_refused_clearly(tmp_path: Path):
-    data = read_pickle(fixture(MED_E20)).replace(b"cmodels.yolo\nDetectionModel\n", b"cmodels.yolo\nSegmentationModel\n")
+    data = read_pickle(fixture(MED_E20))
+    data = data.replace(b"cmodels.yolo\nDetectionModel\n", b"cmodels.yolo\nSegmentationModel\n")
     path = write_with_pickle(MED_E20, tmp_path / "seg.pt", data)
     with pytest.raises(CheckpointError, match=r"seg\.pt: not a usable YOLOv5 checkpoint .*SegmentationModel"):
         load_checkpoint(path)
+
+
+def test_module_state_walks_records_like_state_dict():
+    """Parameters and persistent buffers by dotted name; Detect's stride attribute added, anchor_grid left out."""
+    def record(name: str, **state) -> InertRecord:
+        made = record_class(name)()
+        made.__setstate__({"_parameters": OrderedDict(), "_buffers": OrderedDict(), "_modules": OrderedDict(),
+                           "_non_persistent_buffers_set": set(), **state})
+        return made
+
+    conv = record("torch.nn.modules.conv.Conv2d", _parameters=OrderedDict(weight=torch.ones(2, dtype=torch.half),
+                                                                           bias=None))
+    detect = record("models.yolo.Detect", _buffers=OrderedDict(anchors=torch.ones(3), anchor_grid=torch.ones(4),
+                                                               scratch=torch.ones(1)),
+                    _non_persistent_buffers_set={"scratch"}, _modules=OrderedDict(m=conv), stride=torch.tensor([8.0]))
+    state = module_state(record("models.yolo.Model", _modules=OrderedDict({"24": detect})))
+    assert sorted(state) == ["24.anchors", "24.m.weight", "24.stride"]
+    assert state["24.m.weight"].dtype == torch.float32

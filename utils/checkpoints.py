@@ -132,7 +132,7 @@ def load_yolov5_checkpoint(path: Path, global_names: list[str] | None = None) ->
             f"--weights {path}: refused, the file names {', '.join(e.refused)}, which a YOLOv5 checkpoint never "
             f"needs (only tensors, plain containers and module records are read; nothing from the file was run)"
         ) from e
-    except (WeightsFormatError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+    except (WeightsFormatError, pickle.UnpicklingError, RuntimeError, EOFError, OSError, RecursionError) as e:
         raise CheckpointError(f"--weights {path}: not a usable YOLOv5 checkpoint ({str(e).splitlines()[0]})") from e
     ckpt = build_checkpoint(model_yaml=weights.model_yaml, model_state=weights.model_state, names=weights.names,
                             epoch=weights.epoch, best_fitness=0.0, ema_state=weights.ema_state,

@@ -20,6 +20,7 @@ YOLOV5_MODULES = ("models.yolo", "models.common")  # where YOLOv5's model classe
 YOLOV5_PIP_PREFIX = "yolov5.models."  # the same classes in the pip package
 DETECTION_CLASSES = ("DetectionModel", "Model")  # v7.0 and master; releases before v7.0 name it Model
 SUPPORTED_ACTIVATIONS = (None, "nn.SiLU()")
+DERIVED_BUFFERS = {"Detect": {"anchor_grid"}}  # caches some releases registered as buffers; rebuilt from anchors
 
 
 def names_yolov5_classes(global_names: Iterable[str]) -> bool:
@@ -50,10 +51,11 @@ def module_state(record: InertRecord, prefix: str = "") -> dict[str, torch.Tenso
     """The state dict nn.Module.state_dict() would give for the module the record describes.
 
     Parameters, then persistent buffers, then each child under `name.`. YOLOv5's Detect keeps its
-    strides as a plain attribute where ours registers a buffer, so it is added as `<detect>.stride`.
+    strides as a plain attribute where ours registers a buffer, so it is added as `<detect>.stride`;
+    an `anchor_grid` buffer (anchors x stride, cached by some releases) is left out.
     """
     state: dict[str, torch.Tensor] = {}
-    skip = record.get("_non_persistent_buffers_set") or set()
+    skip = set(record.get("_non_persistent_buffers_set") or ()) | DERIVED_BUFFERS.get(record.class_name, set())
     for group in ("_parameters", "_buffers"):
         for name, tensor in (record.get(group) or {}).items():
             if tensor is None or (group == "_buffers" and name in skip):
