@@ -1,7 +1,7 @@
 """val.py on a real YOLOv5 checkpoint gives YOLOv5's own val.py figures (recorded in the fixture's README).
 
 The README holds YOLOv5's output on the med valid split, view line dropped: data/med-detection.yaml
-reads the same 183 images and 183 boxes. Tolerance 0.005, the issue's target; measured equal to the
+reads the same 183 images and 183 boxes. Tolerance 0.005; measured equal to the
 printed digits (docs/metrics.md).
 """
 from __future__ import annotations
