@@ -182,8 +182,8 @@ class LoadImagesAndLabels(Dataset):
         if long_side != self.img_size:
             shrink_only = not self.augment and long_side > self.img_size
             interpolation = cv2.INTER_AREA if shrink_only else cv2.INTER_LINEAR
-            im = cv2.resize(im, (resized_side(w0, long_side, self.img_size), resized_side(h0, long_side, self.img_size)),
-                            interpolation=interpolation)
+            size = (resized_side(w0, long_side, self.img_size), resized_side(h0, long_side, self.img_size))
+            im = cv2.resize(im, size, interpolation=interpolation)
         return im, (h0, w0), im.shape[:2]
 
     def load_image(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
