@@ -14,6 +14,7 @@ import argparse
 
 import torch
 
+from models.yolo import load_model_config
 from models.yolo_cls import DEFAULT_CLS_CFG, DualModel
 from utils.checkpoints import inference_state, load_checkpoint
 from utils.cli import parse_checked, resolve_path, run_or_exit, train_parser
@@ -21,7 +22,8 @@ from utils.logger import LOGGER
 from utils.paths import ROOT
 from utils.torch_utils import smart_optimizer
 from utils.training.engine import train
-from utils.training.model_setup import build_training_model
+from utils.training.model_setup import build_training_model, hyp_anchor_setting, note_new_classes
+from utils.weights.transfer import transfer_weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,15 +49,6 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return opt
 
 
-def _load_part(model: torch.nn.Module, state: dict, prefix: str, source: str) -> None:
-    """Copy the matching tensors of `state` (keys optionally under `prefix`) into `model`."""
-    own = model.state_dict()
-    picked = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
-    transferable = {k: v for k, v in picked.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(transferable, strict=False)
-    LOGGER.info(f"Transferred {len(transferable)}/{len(own)} items from {source}")
-
-
 def dual_model_factory(opt: argparse.Namespace):
     """The DualModel builder the engine calls once it knows the classes and views."""
 
@@ -73,12 +66,20 @@ def dual_model_factory(opt: argparse.Namespace):
         if det_cfg is None:
             LOGGER.info("No --cfg or --weights given: the detector is yolov5s from models/yolov5s.yaml, untrained")
             det_cfg = ROOT / "models" / "yolov5s.yaml"
+        hyp_anchors = hyp_anchor_setting(opt)
+        if hyp_anchors is not None:  # YOLOv5's hyp 'anchors' overrides the model YAML's
+            det_cfg = {**load_model_config(det_cfg)[0], "anchors": hyp_anchors}
         model = DualModel(det_cfg, resolve_path(opt.cls_cfg), nc=nc, n_views=n_views, cls_imgsz=cls_imgsz)
         if det_ckpt is not None:
-            _load_part(model.detector, inference_state(det_ckpt), "detector.", opt.weights)
+            exclude = ("anchor",) if opt.cfg or hyp_anchors is not None else ()
+            note_new_classes(det_ckpt, nc, opt.weights)
+            transfer_weights(model.detector, inference_state(det_ckpt), opt.weights, exclude=exclude,
+                             strip_prefix="detector.")
         if opt.cls_weights:
             cls_ckpt = load_checkpoint(resolve_path(opt.cls_weights), trust=opt.trust_weights)
-            _load_part(model.classifier, inference_state(cls_ckpt), "classifier.", opt.cls_weights)
+            transfer_weights(model.classifier, inference_state(cls_ckpt), opt.cls_weights, strip_prefix="classifier.")
+        else:
+            LOGGER.info("The view classifier starts fresh (no --cls-weights)")
         model.names = dict(names)
         return model.to(device), None
 

@@ -208,23 +208,23 @@ def test_batches_shapes_dtypes_targets_views(tmp_path):
     assert targets[:, 1].tolist() == [0, 1, 2, 3]
     assert views.dtype == torch.long and views.tolist() == [-1, 1, 2, 0]  # im0 has no view line
     assert [Path(p).name for p in paths] == ["im0.png", "im1.png", "im2.png", "im3.png"]
-    # 430x320 -> 320x238 (h), padded to 320 with 41 rows top and bottom
+    # 430x320 -> 320x239 (h: 238.14 rounded up, as YOLOv5 loads images), padded to 320: 81 rows, 40.5 a side
     (h0, w0), ((gain_h, gain_w), (pad_w, pad_h)) = shapes[0]
-    assert (h0, w0) == (320, 430) and (pad_w, pad_h) == (0.0, 41.0)
-    assert gain_h == pytest.approx(238 / 320) and gain_w == pytest.approx(320 / 430)
-    # box cy 0.5, h 0.5 of 238 rows -> (41 + 119) / 320 = 0.5, 119 / 320
-    np.testing.assert_allclose(targets[0, 2:].numpy(), [0.5, 0.5, 0.2, 119 / 320], atol=1e-6)
+    assert (h0, w0) == (320, 430) and (pad_w, pad_h) == (0.0, 40.5)
+    assert gain_h == pytest.approx(239 / 320) and gain_w == pytest.approx(320 / 430)
+    # box cy 0.5, h 0.5 of 239 rows -> (40.5 + 119.5) / 320 = 0.5, 119.5 / 320
+    np.testing.assert_allclose(targets[0, 2:].numpy(), [0.5, 0.5, 0.2, 119.5 / 320], atol=1e-6)
 
 
 def test_rect_batches_are_stride_multiples(tmp_path):
     images = make_dataset(tmp_path, n=4)
     loader, dataset = create_dataloader(images, 320, 2, 32, rect=True, workers=0, n_views=3, nc=4)
-    assert dataset.batch_shapes.tolist() == [[256, 320], [256, 320]]  # ceil(238/32)*32 = 256 rows
+    assert dataset.batch_shapes.tolist() == [[256, 320], [256, 320]]  # ceil(320 * 0.744 / 32) * 32 = 256 rows
     imgs, targets, _, _, shapes = next(iter(loader))
     assert imgs.shape == (2, 3, 256, 320)
-    assert shapes[0][1][1] == (0.0, 9.0)  # (256 - 238) / 2
-    # cy = (9 + 119) / 256 = 0.5, h = 119 / 256
-    np.testing.assert_allclose(targets[0, 2:].numpy(), [0.5, 0.5, 0.2, 119 / 256], atol=1e-6)
+    assert shapes[0][1][1] == (0.0, 8.5)  # (256 - 239) / 2
+    # cy = (8.5 + 119.5) / 256 = 0.5, h = 119.5 / 256
+    np.testing.assert_allclose(targets[0, 2:].numpy(), [0.5, 0.5, 0.2, 119.5 / 256], atol=1e-6)
 
 
 def test_rect_mixed_orientations_sorted_by_aspect(tmp_path):
@@ -284,7 +284,7 @@ def test_ram_cache_matches_disk_reads(tmp_path, cache_in_tmp):
     assert len(list((cache_in_tmp / "images").glob("*.npy"))) == 3
     for i in range(3):
         expected, hw0, hw = fresh.load_image(i)
-        assert (hw0, hw) == ((320, 430), (119, 160))
+        assert (hw0, hw) == ((320, 430), (120, 160))  # 119.07 rows rounded up
         assert np.array_equal(in_ram.load_image(i)[0], expected)
         assert np.array_equal(on_disk.load_image(i)[0], expected)
 

@@ -35,14 +35,14 @@ def test_cache_choice_refuses_other_words():
 
 
 def test_ram_needed_by_hand():
-    # 430x320 at 320: 320 x round(238.14) = 320 x 238; 800x556 at 320: 320 x round(222.4) = 320 x 222; 3 bytes each
-    assert ram_needed(np.array([[430, 320], [800, 556]]), 320) == 3 * (320 * 238 + 320 * 222)
+    # rounded up, as images are loaded: 430x320 at 320 -> 320 x 239 (238.14); 800x556 -> 320 x 223 (222.4); 3 bytes each
+    assert ram_needed(np.array([[430, 320], [800, 556]]), 320) == 3 * (320 * 239 + 320 * 223)
     assert ram_needed(np.array([[100, 200]]), 64) == 3 * 32 * 64  # portrait: the height is the long side
     assert ram_needed(np.zeros((0, 2)), 320) == 0
 
 
 def test_auto_caches_when_it_fits_comfortably_and_says_so(messages):
-    shapes = np.array([[430, 320]] * 1000)  # 1000 x 320 x 238 x 3 = 228.5 MB
+    shapes = np.array([[430, 320]] * 1000)  # 1000 x 320 x 239 x 3 = 229.4 MB
     assert resolve_cache("auto", shapes, 320, "train: ", memory=10**9, processes=1) == "ram"  # 23 % of 1 GB
     assert "caching images in RAM: 0.23 GB of 1.0 GB available (--cache off to turn it off)" in messages[-1]
     assert resolve_cache("auto", shapes, 320, "train: ", memory=8 * 10**8, processes=1) == "off"  # 29 % of 0.8 GB

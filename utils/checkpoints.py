@@ -2,8 +2,9 @@
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts only, so that
 `torch.load(path, weights_only=True)` opens it. Opening a weights file must not be
-able to run code; a file that needs arbitrary unpickling is refused unless the user
-explicitly trusts it.
+able to run code. YOLOv5's own checkpoints (pickled modules) are read by the restricted
+reader in utils/weights/ and converted to the same plain-data shape, whatever --trust-weights
+says; any other file that needs arbitrary unpickling is refused unless the user trusts it.
 """
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from typing import Any
 import torch
 
 from utils.logger import LOGGER
+from utils.weights.restricted import UnsafeWeightsError, WeightsFormatError, globals_in_file
+from utils.weights.yolov5 import names_yolov5_classes, read_yolov5_weights
 
 CHECKPOINT_FORMAT = "yolomed-checkpoint-v1"
+YOLOV5_SOURCE = "yolov5"  # the `source` of a checkpoint converted from a YOLOv5 file
 
 
 class CheckpointError(RuntimeError):
@@ -70,25 +74,72 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> None:
 def load_checkpoint(path: str | Path, trust: bool = False) -> dict:
     """Load a checkpoint with `weights_only=True`; refuse anything that needs code to unpickle.
 
-    `trust=True` (the `--trust-weights` flag) lifts the restriction for files the user vouches for.
+    A YOLOv5 checkpoint is recognised by the classes its pickle names and converted by the
+    restricted reader (trust plays no part there). `trust=True` (the `--trust-weights` flag) lifts
+    the restriction for other files the user vouches for.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"--weights {path}: file not found (this project never downloads weights)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"--weights {path}: refused, the file needs arbitrary code to load (not a plain-data "
-            f"checkpoint). Pass --trust-weights only if you trust its origin. ({str(e).splitlines()[0]})"
-        ) from e
+        global_names = _pickle_globals_or_none(path)
+        if global_names is not None and names_yolov5_classes(global_names):
+            return load_yolov5_checkpoint(path, global_names)
+        if not trust:
+            raise CheckpointError(
+                f"--weights {path}: refused, the file needs arbitrary code to load (not a plain-data "
+                f"checkpoint). Pass --trust-weights only if you trust its origin. ({str(e).splitlines()[0]})"
+            ) from e
+        ckpt = _load_trusted(path)
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"--weights {path}: not a readable checkpoint ({e})") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_yaml" not in ckpt:
         raise CheckpointError(
-            f"--weights {path}: not a checkpoint of this project (expected a dict with 'model' and "
-            f"'model_yaml'; YOLOv5's own .pt files pickle whole modules and cannot be loaded safely)"
+            f"--weights {path}: not a checkpoint of this project or of YOLOv5 (expected a dict with 'model' "
+            f"and 'model_yaml', or YOLOv5's pickled DetectionModel)"
         )
+    return ckpt
+
+
+def _load_trusted(path: Path) -> Any:
+    """--trust-weights: plain torch.load; the user vouched for the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a trusted file may still be broken in any way unpickling can fail
+        raise CheckpointError(f"--weights {path}: not a readable checkpoint ({e})") from e
+
+
+def _pickle_globals_or_none(path: Path) -> list[str] | None:
+    """The globals the file's pickle names, or None when it cannot be listed (not a zip-format file)."""
+    try:
+        return globals_in_file(path)
+    except WeightsFormatError:
+        return None
+
+
+def load_yolov5_checkpoint(path: Path, global_names: list[str] | None = None) -> dict:
+    """A YOLOv5 checkpoint read without running code from it, as this project's plain-data checkpoint.
+
+    EMA weights are kept beside the model's (inference_state prefers them); the optimizer is dropped,
+    since it is YOLOv5's and cannot continue here.
+    """
+    try:
+        weights = read_yolov5_weights(path, global_names)
+    except UnsafeWeightsError as e:
+        raise CheckpointError(
+            f"--weights {path}: refused, the file names {', '.join(e.refused)}, which a YOLOv5 checkpoint never "
+            f"needs (only tensors, plain containers and module records are read; nothing from the file was run)"
+        ) from e
+    except (WeightsFormatError, pickle.UnpicklingError, RuntimeError, EOFError, OSError, RecursionError) as e:
+        raise CheckpointError(f"--weights {path}: not a usable YOLOv5 checkpoint ({str(e).splitlines()[0]})") from e
+    ckpt = build_checkpoint(model_yaml=weights.model_yaml, model_state=weights.model_state, names=weights.names,
+                            epoch=weights.epoch, best_fitness=0.0, ema_state=weights.ema_state,
+                            ema_updates=weights.ema_updates,
+                            extra={"source": YOLOV5_SOURCE, "source_class": weights.model_class})
+    if weights.date:
+        ckpt["date"] = weights.date
     return ckpt
 
 

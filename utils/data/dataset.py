@@ -47,6 +47,17 @@ def _rect_batch_shapes(hw_ratios: np.ndarray, batch_index: np.ndarray, img_size:
     return np.ceil(np.array(shapes) * img_size / stride + pad).astype(int) * stride
 
 
+def resized_side(side: int, long_side: int, img_size: int) -> int:
+    """A side's length once the long side is scaled to img_size: rounded UP, as YOLOv5 does.
+
+    Rounding up rather than to nearest changes a 430x320 frame at 320 from 238 to 239 rows, which
+    moves every letterbox pad by half a pixel; YOLOv5's validation figures depend on it (measured,
+    docs/metrics.md). Computed in integers, so the long side is exactly img_size (YOLOv5's
+    floating-point product can overshoot to img_size + 1 for a few sizes, e.g. a 525-px side).
+    """
+    return max(1, -(-side * img_size // long_side))
+
+
 class LoadImagesAndLabels(Dataset):
     """Images, boxes and view labels of one split, with YOLOv5's augmentations and rect batching.
 
@@ -167,11 +178,11 @@ class LoadImagesAndLabels(Dataset):
         if im is None:
             raise FileNotFoundError(f"image not found or unreadable: {self.img_files[i]}")
         h0, w0 = im.shape[:2]
-        scale = self.img_size / max(h0, w0)
-        if scale != 1:
-            shrink_only = not self.augment and scale < 1
+        long_side = max(h0, w0)
+        if long_side != self.img_size:
+            shrink_only = not self.augment and long_side > self.img_size
             interpolation = cv2.INTER_AREA if shrink_only else cv2.INTER_LINEAR
-            size = (max(1, round(w0 * scale)), max(1, round(h0 * scale)))
+            size = (resized_side(w0, long_side, self.img_size), resized_side(h0, long_side, self.img_size))
             im = cv2.resize(im, size, interpolation=interpolation)
         return im, (h0, w0), im.shape[:2]
 

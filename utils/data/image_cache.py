@@ -53,7 +53,7 @@ def ram_needed(shapes_wh: np.ndarray, img_size: int) -> int:
     shapes = np.asarray(shapes_wh, dtype=np.float64).reshape(-1, 2)
     if not len(shapes):
         return 0
-    resized = np.maximum(np.round(shapes * (img_size / shapes.max(1, keepdims=True))), 1)
+    resized = np.maximum(np.ceil(shapes * img_size / shapes.max(1, keepdims=True)), 1)  # rounded up, as loaded
     return int(resized.prod(1).sum() * 3)
 
 

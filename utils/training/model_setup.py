@@ -9,41 +9,67 @@ import torch
 
 from models.yolo import DetectionModel
 from models.yolo_cls import JointModel, build_model, shared_parameters
-from utils.checkpoints import inference_state, load_checkpoint
+from utils.checkpoints import YOLOV5_SOURCE, inference_state, load_checkpoint
 from utils.cli import resolve_path
 from utils.logger import LOGGER
+from utils.model_loading import build_from_checkpoint
 from utils.paths import ROOT
 from utils.torch_utils import de_parallel, smart_optimizer
 from utils.training.balancers import Balancer, PCGrad, UncertaintyWeighting, fixed_weights_from_hyp
 from utils.training.interference import InterferenceMonitor
+from utils.training.run_setup import load_hyp
 from utils.training.task import Task
+from utils.weights.transfer import transfer_weights
 
 def build_training_model(opt: argparse.Namespace, nc: int, names: dict, n_views: int | None,
                          device: torch.device) -> tuple[DetectionModel, dict | None]:
     """Model from --cfg, or from the checkpoint in --weights (its weights transferred), or yolov5s untrained.
 
-    With a view task (n_views) the model is a JointModel; a detection-only checkpoint still
-    initialises its detector, since both share the same state-dict keys.
+    --weights may be one of ours or YOLOv5's own (converted by load_checkpoint). As in YOLOv5 the
+    model is built from --cfg, else the checkpoint's YAML, with the data's nc and the hyps' anchors;
+    with a view task (n_views) it is a JointModel whose view head starts fresh when the checkpoint
+    has none.
     """
     ckpt = None
-    view_kwargs = {"view_levels": tuple(opt.view_levels)} if n_views and getattr(opt, "view_levels", None) else {}
+    kwargs: dict = {"view_levels": tuple(opt.view_levels)} if n_views and getattr(opt, "view_levels", None) else {}
+    hyp_anchors = None if opt.resume else hyp_anchor_setting(opt)
+    if hyp_anchors is not None:
+        kwargs["anchors"] = hyp_anchors
     if opt.weights:
-        ckpt = load_checkpoint(resolve_path(opt.weights), trust=getattr(opt, "trust_weights", False))
-        cfg = resolve_path(opt.cfg) if opt.cfg else ckpt["model_yaml"]
-        model = build_model(cfg, nc=nc, n_views=n_views, **view_kwargs)
+        weights = resolve_path(opt.weights)
+        ckpt = load_checkpoint(weights, trust=getattr(opt, "trust_weights", False))
+        if opt.resume and ckpt.get("source") == YOLOV5_SOURCE:
+            raise SystemExit(f"--resume {opt.weights}: a YOLOv5 run cannot be continued here (its optimizer is "
+                             f"YOLOv5's); start a new run with --weights {opt.weights}")
+        model = build_from_checkpoint(ckpt, weights, resolve_path(opt.cfg) if opt.cfg else None, nc=nc,
+                                      n_views=n_views, **kwargs)
         state = inference_state(ckpt) if not opt.resume else ckpt["model"]
-        own = model.state_dict()
-        transferable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        model.load_state_dict(transferable, strict=False)
-        LOGGER.info(f"Transferred {len(transferable)}/{len(own)} items from {opt.weights}")
+        exclude = ("anchor",) if (opt.cfg or hyp_anchors is not None) and not opt.resume else ()
+        note_new_classes(ckpt, nc, opt.weights)
+        transfer_weights(model, state, opt.weights, exclude=exclude)
     elif opt.cfg:
-        model = build_model(resolve_path(opt.cfg), nc=nc, n_views=n_views, **view_kwargs)
+        model = build_model(resolve_path(opt.cfg), nc=nc, n_views=n_views, **kwargs)
     else:
         LOGGER.info("No --cfg or --weights given: building yolov5s from models/yolov5s.yaml, untrained "
                     "(YOLOv5 would download pretrained weights; this project never downloads anything)")
-        model = build_model(ROOT / "models" / "yolov5s.yaml", nc=nc, n_views=n_views, **view_kwargs)
+        model = build_model(ROOT / "models" / "yolov5s.yaml", nc=nc, n_views=n_views, **kwargs)
     model.names = dict(names)
     return model.to(device), ckpt
+
+
+def hyp_anchor_setting(opt: argparse.Namespace) -> int | list | None:
+    """The hyps' `anchors` entry (YOLOv5: anchors per level, or the anchors themselves), or None."""
+    hyp = getattr(opt, "hyp", None)
+    if not hyp:
+        return None
+    return load_hyp(hyp).get("anchors")
+
+
+def note_new_classes(ckpt: dict, nc: int, source: str) -> None:
+    """Say so when the Detect output convolutions cannot be transferred because the class count differs."""
+    old = len(ckpt.get("names") or {})
+    if old and old != nc:
+        LOGGER.info(f"{source} predicts {old} classes, this run {nc}: its Detect output convolutions start fresh")
 
 
 def freeze_layers(model: torch.nn.Module, freeze: list[int]) -> None:
