@@ -53,7 +53,8 @@ def _is_project_code(path: Path) -> bool:
     """The repository's own files: not the tests, not a virtual environment or package installed inside it."""
     if not path.is_relative_to(ROOT) or path.is_relative_to(ROOT / "tests"):
         return False
-    return not any(part in ("site-packages", "dist-packages") or part.startswith(".") for part in path.relative_to(ROOT).parts)
+    parts = path.relative_to(ROOT).parts
+    return not any(part in ("site-packages", "dist-packages") or part.startswith(".") for part in parts)
 
 
 class DevicelessFactories(TorchFunctionMode):
