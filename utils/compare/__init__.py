@@ -25,7 +25,9 @@ derived hyp and dataset YAMLs in PROJECT/NAME/derived/. A run whose folder holds
 weights/last.pt and a training_history.json with the final epoch (or that exited cleanly
 after an early stop under the same --epochs) is not trained again, so re-running the same
 command resumes an interrupted comparison (the check does not compare other flags: use a
-new NAME when the train flags change). Each run's best.pt (last.pt when there is none) is
+new NAME when the train flags change); a run interrupted after at least one epoch continues
+from its weights/last.pt with the trainer's --resume, any other unfinished folder is trained
+again from scratch. Each run's best.pt (last.pt when there is none) is
 then evaluated in this process with the project's evaluate() on its split's val set (once:
 the result is kept in the run folder as compare_eval.json until the checkpoint, the data
 YAML or the evaluation settings change), and PROJECT/NAME/comparison.csv, report.md and

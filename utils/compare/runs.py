@@ -125,10 +125,12 @@ def child_env(jobs: int, environ: Mapping[str, str] | None = None, cpus: int | N
     return env
 
 
-def run_child(cmd: list[str], stdout_path: Path, stderr_path: Path, env: dict[str, str] | None = None) -> ChildResult:
+def run_child(cmd: list[str], stdout_path: Path, stderr_path: Path, env: dict[str, str] | None = None,
+              append: bool = False) -> ChildResult:
     """Run `cmd`, output to the two files; wall time from start to os.wait4, peak RSS from its rusage."""
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
+    mode = "a" if append else "w"
+    with open(stdout_path, mode) as out, open(stderr_path, mode) as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         try:
@@ -144,15 +146,50 @@ def run_child(cmd: list[str], stdout_path: Path, stderr_path: Path, env: dict[st
     return ChildResult(rc=rc, wall_s=wall, peak_rss_gb=usage.ru_maxrss * scale / 1e9)
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where an interrupted run continues: its last.pt, the epochs it recorded and their training seconds."""
+
+    last: Path
+    epochs_done: int
+    seconds_done: float
+
+
+def resume_point(run_dir: Path) -> ResumePoint | None:
+    """The point an interrupted run can continue from (last.pt, opt.yaml and at least one recorded epoch), or None.
+
+    A long comparison outlives the process that started it (a machine reclaimed, a session ended); a run
+    killed in epoch N keeps last.pt from epoch N - 1, so continuing it with the trainer's own --resume
+    loses at most one epoch instead of the whole run.
+    """
+    last = run_dir / "weights" / "last.pt"
+    history = read_history(run_dir)
+    epochs = (history or {}).get("epochs") or []
+    if not last.is_file() or not (run_dir / "opt.yaml").is_file() or not epochs:
+        return None
+    return ResumePoint(last, len(epochs), sum(float(r.get("time_s") or 0.0) for r in epochs))
+
+
 def train_run(plan: Plan, env: dict[str, str] | None = None) -> dict:
-    """Train one planned run (clearing a partial folder first); returns its cost record (also saved in the folder)."""
-    if plan.run_dir.exists():
-        shutil.rmtree(plan.run_dir)  # an unfinished run restarts from scratch, never appends to stale files
-    plan.run_dir.mkdir(parents=True)
-    result = run_child(plan.command, plan.run_dir / "compare_stdout.log", plan.run_dir / "compare_stderr.log", env)
+    """Train one planned run, or continue an interrupted one from its last.pt; returns its cost record (also saved).
+
+    A folder that cannot be resumed is cleared first: a run never appends to stale files. A resumed run's
+    train_time_s is its recorded epochs' time (training_history.json) plus the new process's wall time.
+    """
+    point = resume_point(plan.run_dir) if plan.run_dir.exists() else None
+    if point is None:
+        if plan.run_dir.exists():
+            shutil.rmtree(plan.run_dir)
+        plan.run_dir.mkdir(parents=True)
+    command = plan.command if point is None else [*plan.command[:2], "--resume", str(point.last)]
+    result = run_child(command, plan.run_dir / "compare_stdout.log", plan.run_dir / "compare_stderr.log", env,
+                       append=point is not None)
     iterations = parse_train_iterations((plan.run_dir / "compare_stderr.log").read_text(errors="replace"))
-    cost = {"rc": result.rc, "train_time_s": result.wall_s, "peak_rss_gb": result.peak_rss_gb,
-            "iterations": {str(k): v for k, v in iterations.items()}, "command": shlex.join(plan.command)}
+    cost = {"rc": result.rc, "train_time_s": result.wall_s + (point.seconds_done if point else 0.0),
+            "peak_rss_gb": result.peak_rss_gb, "iterations": {str(k): v for k, v in iterations.items()},
+            "command": shlex.join(plan.command)}
+    if point is not None:
+        cost.update(resumed_after_epochs=point.epochs_done, resume_command=shlex.join(command))
     write_json_atomic(plan.run_dir / COST_FILE, cost, indent=1)
     return cost
 
