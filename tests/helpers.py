@@ -20,3 +20,17 @@ def med_subset_yaml(tmp: Path, med_root: Path, n: int = 8, with_views: bool = Tr
     path = tmp / ("med_views.yaml" if with_views else "med_plain.yaml")
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def quicken_batchnorm(model, momentum: float = 0.3) -> None:
+    """Let BatchNorm's running statistics follow the batch within a few steps.
+
+    The overfit tests train on one repeated batch and evaluate in eval mode; with YOLOv5's momentum
+    (0.03) the running statistics lag the trained weights by a hundred steps or more, and the test
+    would wait for the statistics, not for the learning it checks.
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum

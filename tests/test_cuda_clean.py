@@ -49,6 +49,14 @@ HOST_SIDE_FOLDERS = {  # whole folders that work on the host by design
 }
 
 
+def _is_project_code(path: Path) -> bool:
+    """The repository's own files: not the tests, not a virtual environment or package installed inside it."""
+    if not path.is_relative_to(ROOT) or path.is_relative_to(ROOT / "tests"):
+        return False
+    parts = path.relative_to(ROOT).parts
+    return not any(part in ("site-packages", "dist-packages") or part.startswith(".") for part in parts)
+
+
 class DevicelessFactories(TorchFunctionMode):
     """Records (file, function, factory) for every tensor factory this project's code calls without a device."""
 
@@ -62,7 +70,7 @@ class DevicelessFactories(TorchFunctionMode):
                 args and isinstance(args[0], torch.Tensor)):
             caller = sys._getframe(1).f_code
             path = Path(caller.co_filename).resolve()
-            if path.is_relative_to(ROOT) and not path.is_relative_to(ROOT / "tests"):
+            if _is_project_code(path):
                 self.sites.add((path.relative_to(ROOT).as_posix(), caller.co_name, func.__name__))
         return func(*args, **kwargs)
 
