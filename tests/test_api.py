@@ -64,7 +64,7 @@ def test_hub_load_takes_paths_arrays_and_pil_images(checkpoints, images, monkeyp
     assert all(v.name in MED_VIEWS and 0 < v.confidence <= 1 for v in results.views)
     views = results.pandas().views
     assert list(views.columns) == ["image", "view", "confidence", *MED_VIEWS] and len(views) == 3
-    assert np.allclose(views[MED_VIEWS].sum(1), 1, atol=1e-5)
+    assert np.allclose(views[MED_VIEWS].sum(axis=1), 1, atol=1e-5)
     h, w = rgb.shape[:2]
     assert torch.allclose(results.xyxyn[1][:, :4], results.xyxy[1][:, :4] / torch.tensor([w, h, w, h]))
     results.print()

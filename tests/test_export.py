@@ -28,6 +28,7 @@ from utils.export.metadata import ExportedFileError
 
 BOX_ATOL, SCORE_ATOL, VIEW_ATOL = 2e-3, 1e-4, 1e-5
 NMS_BOX_ATOL = 0.01
+NMS_CONF = 0.01  # low enough that every image tested keeps boxes (the 20-epoch detector is unsure on some)
 CPU = torch.device("cpu")
 
 
@@ -73,11 +74,15 @@ def assert_same_predictions(ours, reference) -> None:
     if reference.view_probs is not None:
         assert float((ours.view_probs - reference.view_probs).abs().max()) <= VIEW_ATOL
         assert torch.equal(ours.view_probs.argmax(1), reference.view_probs.argmax(1))
-    for mine, theirs in zip(non_max_suppression(ours.decoded), non_max_suppression(reference.decoded)):
-        assert mine.shape == theirs.shape and len(theirs), "the trained detector finds boxes on these images"
+    found = 0
+    pairs = zip(non_max_suppression(ours.decoded, NMS_CONF), non_max_suppression(reference.decoded, NMS_CONF))
+    for mine, theirs in pairs:
+        assert mine.shape == theirs.shape
+        found += len(theirs)
         assert torch.equal(mine[:, 5], theirs[:, 5])
         assert float((mine[:, :4] - theirs[:, :4]).abs().max()) <= NMS_BOX_ATOL
         assert float((mine[:, 4] - theirs[:, 4]).abs().max()) <= SCORE_ATOL
+    assert found, "the trained detector finds boxes on these images"
 
 
 @pytest.mark.parametrize("kind", ["detect", "joint", "dual"])

@@ -2,8 +2,9 @@
 
 Dynamic exports run exactly the checkpoint's inputs (rectangular batches of 32), so mAP50 and mAP50-95
 must agree to 3 decimals and the view accuracy exactly. A fixed-size export runs batch 1 on square
-320x320 letterboxes, as YOLOv5's val.py does for such files: its inputs differ (more padding), so its
-figures are only close (asserted within 0.02 of the checkpoint's).
+320x320 letterboxes, as YOLOv5's val.py does for such files: its figures are compared with the checkpoint's
+on those same square inputs, to 3 decimals. (They are not the rectangular figures: this YOLOv5 model,
+trained on square mosaics, scores mAP50 0.607 on square letterboxes and 0.441 on rectangular ones.)
 """
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from pathlib import Path
 
 import pytest
 
+import torch
+
 import export
 import val
+from utils.backends import load_backend
+from utils.data.dataset_yaml import check_dataset
+from utils.data.loaders import create_dataloader
+from utils.evaluation.validation import evaluate
 from tests.export_models import make_checkpoints
 from tests.yolov5_files import MED_E20, fixture
 
-FIXED_EXPORT_TOLERANCE = 0.02
 
 
 def validate(weights: Path, data: str, tmp_path: Path, *extra: str):
@@ -25,6 +31,14 @@ def validate(weights: Path, data: str, tmp_path: Path, *extra: str):
                          "--workers", "2", "--project", str(tmp_path / "val"), *extra])
     (result,) = val.main(opt)
     return result
+
+
+def square_reference(weights: Path, data: str):
+    """The checkpoint on the inputs val.py gives a fixed 320x320 export: batch 1, square letterboxes, pad 0.5."""
+    model = load_backend(weights, torch.device("cpu"))
+    loader, _ = create_dataloader(check_dataset(data)["val"], 320, 1, 32, rect=False, pad=0.5, workers=2,
+                                  nc=len(model.names))
+    return evaluate(model, loader, names=model.names, device=torch.device("cpu"), plots=False)
 
 
 def figures(result) -> tuple[str, ...]:
@@ -48,8 +62,7 @@ def test_yolov5_checkpoint_and_its_exports_give_the_same_map(tmp_path: Path):
             figures(reference), suffix
     fixed = validate(fixed_pt.with_suffix(".onnx"), "data/med-detection.yaml", tmp_path)
     assert fixed.n_images == 183
-    assert fixed.map50 == pytest.approx(reference.map50, abs=FIXED_EXPORT_TOLERANCE)
-    assert fixed.map == pytest.approx(reference.map, abs=FIXED_EXPORT_TOLERANCE)
+    assert figures(fixed) == figures(square_reference(fixed_pt, "data/med-detection.yaml"))
     with pytest.raises(SystemExit) as stopped:
         validate(fixed_pt.with_suffix(".onnx"), "data/med-detection.yaml", tmp_path, "--img", "416")
     message = str(stopped.value.code)

@@ -17,12 +17,15 @@ class SessionSettings:
     """ONNX Runtime session options; the defaults are what won on 2 CPU cores (docs/deploy.md).
 
     threads: intra-op threads (0 = ONNX Runtime's choice, one per physical core); optimization: basic,
-    extended or all (graph rewrites at load); parallel: run independent graph branches concurrently.
+    extended or all (graph rewrites at load); parallel: run independent graph branches concurrently;
+    spin: idle worker threads busy-wait for the next run (ONNX Runtime's default; off here: on 2 shared
+    cores a spinning worker took the CPU from the pre-processing and NMS around each run, docs/deploy.md).
     """
 
     threads: int = 0
     optimization: str = "all"
     parallel: bool = False
+    spin: bool = False
 
 
 LEVELS = ("disable", "basic", "extended", "all")
@@ -42,6 +45,7 @@ def session_options(settings: SessionSettings):
     }[settings.optimization]
     options.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if settings.parallel
                               else ort.ExecutionMode.ORT_SEQUENTIAL)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.spin else "0")
     options.log_severity_level = 3  # errors only: ORT's start-up notes are not the user's business
     return options
 
