@@ -1,23 +1,24 @@
 """Run a trained detector on images, folders, globs or videos and save annotated results.
 
     python detect.py --weights runs/train/exp/weights/best.pt --source path/to/images
+    python detect.py --weights runs/train/exp/weights/best.onnx --source path/to/images   # or .torchscript
 """
 from __future__ import annotations
 
 import argparse
 import csv
 from pathlib import Path
-from typing import NamedTuple
 
 import cv2
 import numpy as np
 import torch
 
+from utils.backends import load_backend
+from utils.backends.base import ViewPrediction, predicted_view
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
 from utils.cli import check_img_size, parse_checked, resolve_path, run_or_exit
 from utils.data.sources import LoadImages
 from utils.logger import LOGGER
-from utils.model_loading import load_inference_model
 from utils.paths import ROOT, increment_path
 from utils.plots import colors, draw_box_label, draw_view_label
 from utils.torch_utils import select_device, time_sync
@@ -26,7 +27,7 @@ from utils.torch_utils import select_device, time_sync
 def build_parser() -> argparse.ArgumentParser:
     """The command line (numeric flags are checked by parse_opt)."""
     p = argparse.ArgumentParser(description="Detect objects with a YOLOv5-compatible detector")
-    p.add_argument("--weights", nargs="+", type=str, required=True, help="model path")
+    p.add_argument("--weights", nargs="+", type=str, required=True, help="model path: .pt, .onnx, .torchscript")
     p.add_argument("--source", type=str, required=True, help="file/dir/glob/video/.txt list")
     p.add_argument("--data", type=str, default="", help="(optional) dataset.yaml path, unused: names come from the checkpoint")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
@@ -72,22 +73,6 @@ def describe(pred: torch.Tensor, names: dict) -> str:
     return "".join(f"{int(n)} {names[c]}{'s' * (int(n) > 1)}, " for c, n in enumerate(counts.tolist()) if n)
 
 
-class ViewPrediction(NamedTuple):
-    index: int
-    name: str
-    confidence: float
-    probabilities: list[float]
-
-
-def predicted_view(view_logits: torch.Tensor | None, view_names: list | None) -> ViewPrediction | None:
-    """The most probable view of a single image (softmax over the view head's logits)."""
-    if view_logits is None or not view_names:
-        return None
-    probs = view_logits[0].float().softmax(0)
-    index = int(probs.argmax())
-    return ViewPrediction(index, str(view_names[index]), float(probs[index]), probs.tolist())
-
-
 def view_line(view: ViewPrediction, with_confidence: bool) -> str:
     """The label file's view line: one-hot like the dataset's own labels, or the K probabilities with --save-conf."""
     if with_confidence:
@@ -107,30 +92,31 @@ def save_crop(im0: np.ndarray, xyxy: list[float], file: Path) -> None:
 def run(opt: argparse.Namespace) -> Path:
     """Detect on every frame of --source; returns the folder results were written to."""
     device = select_device(opt.device)
-    model, _ = load_inference_model(resolve_path(opt.weights[0]), device, trust=opt.trust_weights)
-    half = opt.half and device.type != "cpu"
-    if half:
-        model.half()
-    names, stride = model.names, max(int(model.stride.max()), 32)
+    model = load_backend(resolve_path(opt.weights[0]), device, trust=opt.trust_weights,
+                         half=opt.half and device.type != "cpu")
+    LOGGER.info(model.describe())
+    names, stride = model.names, model.stride
     imgsz = [check_img_size(s, stride) for s in opt.imgsz]
+    model.check_imgsz(*imgsz)  # a fixed-size export runs only at its own size
+    model.warmup(*imgsz)
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
     if opt.save_txt:
         (save_dir / "labels").mkdir(exist_ok=True)
-    source = LoadImages(opt.source, img_size=imgsz, stride=stride, vid_stride=opt.vid_stride)
+    # auto (the smallest stride multiple around the image) only where any size runs; else the full square, as YOLOv5
+    source = LoadImages(opt.source, img_size=imgsz, stride=stride, auto=model.dynamic, vid_stride=opt.vid_stride)
     csv_rows: list[list] = []
     writers: dict[str, cv2.VideoWriter] = {}
     dt, seen = [0.0, 0.0, 0.0], 0
     for path, img, im0, vid_cap, info in source:
         t0 = time_sync()
-        x = torch.from_numpy(np.ascontiguousarray(img)).to(device)
-        x = (x.half() if half else x.float())[None] / 255
+        x = torch.from_numpy(np.ascontiguousarray(img)).to(device).float()[None] / 255
         t1 = time_sync()
         with torch.inference_mode():
-            outputs = model(x)
-            decoded = model.detect.decode([m.float() for m in outputs.det])  # float32 pixel coordinates
-        view = predicted_view(outputs.view_logits, model.view_names)
+            out = model(x)
+        view = predicted_view(out.view_probs, model.view_names, 0)
         t2 = time_sync()
-        pred = non_max_suppression(decoded, opt.conf_thres, opt.iou_thres, opt.classes, opt.agnostic_nms, max_det=opt.max_det)[0]
+        pred = non_max_suppression(out.decoded, opt.conf_thres, opt.iou_thres, opt.classes, opt.agnostic_nms,
+                                   max_det=opt.max_det)[0]
         t3 = time_sync()
         dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
         seen += 1

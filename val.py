@@ -1,19 +1,21 @@
 """Validate a trained detector on a dataset split and print YOLOv5's table.
 
     python val.py --weights runs/train/exp/weights/best.pt --data data/coco128.yaml --img 320
+    python val.py --weights runs/train/exp/weights/best.onnx --data data/coco128.yaml --img 320   # or .torchscript
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from utils.backends import Backend, load_backend
 from utils.cli import check_img_size, parse_checked, resolve_path, run_or_exit
 from utils.data.dataset_yaml import check_dataset
 from utils.data.loaders import create_dataloader
 from utils.data.synthetic import ensure_synthetic
 from utils.evaluation.validation import DetectionResult, evaluate
+from utils.export.metadata import ExportedFileError
 from utils.logger import LOGGER
-from utils.model_loading import load_inference_model
 from utils.paths import ROOT, increment_path
 from utils.torch_utils import select_device
 
@@ -22,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line (numeric flags are checked by parse_opt)."""
     p = argparse.ArgumentParser(description="Validate a YOLOv5-compatible detector")
     p.add_argument("--data", type=str, default=str(ROOT / "data" / "synthetic.yaml"), help="dataset.yaml path")
-    p.add_argument("--weights", nargs="+", type=str, required=True, help="model path(s)")
+    p.add_argument("--weights", nargs="+", type=str, required=True, help="model path(s): .pt, .onnx, .torchscript")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
@@ -50,6 +52,24 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return parse_checked(build_parser(), argv)
 
 
+def fixed_size_batches(model: Backend, imgsz: int, batch_size: int) -> tuple[int, bool]:
+    """(batch size, rect) for the loader: a file exported without --dynamic gets its own batch and square images.
+
+    YOLOv5's val.py does the same for such files (batch 1, no rectangular batches); a dynamic export
+    and a checkpoint keep --batch-size and rectangular batches, so their figures are the checkpoint's.
+    """
+    if model.dynamic:
+        return batch_size, True
+    height, width = model.imgsz
+    if height != width:
+        raise ExportedFileError(f"--weights {model.weights} was exported for {height}x{width} images; val.py needs a "
+                                f"square size (export with --imgsz {max(height, width)}) or --dynamic")
+    model.check_imgsz(imgsz, imgsz)
+    LOGGER.info(f"Forcing --batch-size {model.batch_size} square inference {model.fixed_shape} for a fixed-size "
+                f"{model.format} export (no rectangular batches)")
+    return model.batch_size, False
+
+
 def run(opt: argparse.Namespace) -> list[DetectionResult]:
     """Validate each --weights file; returns one result per file."""
     if opt.augment or opt.save_hybrid:
@@ -66,9 +86,8 @@ def run(opt: argparse.Namespace) -> list[DetectionResult]:
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
     results = []
     for weights in opt.weights:
-        model, ckpt = load_inference_model(resolve_path(weights), device, trust=opt.trust_weights)
-        if half:
-            model.half()
+        model = load_backend(resolve_path(weights), device, trust=opt.trust_weights, half=half)
+        LOGGER.info(model.describe())
         names = model.names
         if not opt.single_cls and len(names) != int(data["nc"]):
             raise SystemExit(f"--weights {weights} has {len(names)} classes but {opt.data} has nc={data['nc']}")
@@ -76,16 +95,16 @@ def run(opt: argparse.Namespace) -> list[DetectionResult]:
         if view_names and data.get("cls_names") and list(data["cls_names"]) != list(view_names):
             raise SystemExit(f"--weights {weights} classifies views {view_names} but {opt.data} declares "
                              f"cls_names {data['cls_names']}")
-        stride = max(int(model.stride.max()), 32)
-        imgsz = check_img_size(opt.imgsz, stride)
-        loader, _ = create_dataloader(data[split], imgsz, opt.batch_size, stride, single_cls=opt.single_cls,
-                                      rect=True, pad=0.5, workers=opt.workers, prefix=f"{split}: ", nc=len(names),
+        imgsz = check_img_size(opt.imgsz, model.stride)
+        batch_size, rect = fixed_size_batches(model, imgsz, opt.batch_size)
+        loader, _ = create_dataloader(data[split], imgsz, batch_size, model.stride, single_cls=opt.single_cls,
+                                      rect=rect, pad=0.5, workers=opt.workers, prefix=f"{split}: ", nc=len(names),
                                       n_views=len(view_names) if view_names else None,
                                       pin_memory=device.type == "cuda")
         results.append(evaluate(model, loader, names=names, device=device, conf_thres=opt.conf_thres,
                                 iou_thres=opt.iou_thres, max_det=opt.max_det, single_cls=opt.single_cls,
                                 save_dir=save_dir, plots=opt.task != "speed", save_txt=opt.save_txt,
-                                save_conf=opt.save_conf, save_json=opt.save_json, verbose=opt.verbose, half=half,
+                                save_conf=opt.save_conf, save_json=opt.save_json, verbose=opt.verbose,
                                 view_names=view_names))
     LOGGER.info(f"Results saved to {save_dir}")
     return results

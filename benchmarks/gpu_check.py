@@ -11,8 +11,9 @@ $OUT/gpu_check_logs/. The checks, in order:
                                                CUDA run (the default): finite losses, opt.yaml says amp: true,
                                                the checkpoint holds the gradient scaler's state
   val.py, val.py --half, detect.py             on CUDA with train.py's best.pt
-  export                                       export.py from that CUDA-trained checkpoint (SKIP while
-                                               export.py does not exist)
+  export                                       export.py --include onnx torchscript from that CUDA-trained
+                                               checkpoint, then val.py on the .onnx (ONNX Runtime: the CUDA
+                                               provider with onnxruntime-gpu, else the CPU, said in its log)
   torchrun                                     one process per GPU, NCCL, --sync-bn (with one GPU: one
                                                process, and NCCL/SyncBatchNorm are reported as not exercised)
   speed                                        images/s of yolov5s at 640, batch 32, FP32 vs AMP
@@ -201,8 +202,16 @@ def export_check(report: Report, run_cmd: Runner, best: Path, setup: Setup) -> N
     made = [p.name for p in best.parent.iterdir() if p.suffix in (".onnx", ".torchscript")]
     if code or len(made) < 2:
         report.check("FAIL", "export", failure(code, log, run_cmd.logs, "export") if code else f"wrote {made}")
+        return
+    report.check("PASS", "export", f"{seconds:.0f} s, {', '.join(sorted(made))}")
+    onnx_file = best.with_suffix(".onnx")
+    code, log, seconds = run_cmd("val_onnx", ["val.py", "--weights", str(onnx_file), "--data", "data/med.yaml",
+                                              "--img", setup.img, "--device", setup.device, "--project",
+                                              str(setup.work / "val"), "--name", "val_onnx", "--exist-ok"], timeout=180)
+    if code:
+        report.check("FAIL", "val.py on the ONNX export", failure(code, log, run_cmd.logs, "val_onnx"))
     else:
-        report.check("PASS", "export", f"{seconds:.0f} s, {', '.join(sorted(made))}")
+        report.check("PASS", "val.py on the ONNX export", f"{seconds:.0f} s")
 
 
 def torchrun_check(report: Report, run_cmd: Runner, setup: Setup) -> None:

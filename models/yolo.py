@@ -55,29 +55,35 @@ class Detect(nn.Module):
             maps.append(y.view(batch, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
         return maps
 
-    def _cell_offset(self, ny: int, nx: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Cached (cell_x - 0.5, cell_y - 0.5) grid [1, 1, ny, nx, 2] for a map shape."""
+    def _cell_offset(self, ny: int, nx: int, device: torch.device, dtype: torch.dtype,
+                     cache: bool = True) -> torch.Tensor:
+        """(cell_x - 0.5, cell_y - 0.5) grid [1, 1, ny, nx, 2] for a map shape, cached per shape unless told not."""
         key = (ny, nx, device, dtype)
-        offset = self._cell_offsets.get(key)
+        offset = self._cell_offsets.get(key) if cache else None
         if offset is None:
             ys, xs = torch.meshgrid(
                 torch.arange(ny, device=device, dtype=dtype), torch.arange(nx, device=device, dtype=dtype), indexing="ij"
             )
             offset = (torch.stack((xs, ys), dim=-1) - 0.5).view(1, 1, ny, nx, 2)
-            self._cell_offsets[key] = offset
+            if cache:
+                self._cell_offsets[key] = offset
         return offset
 
-    def decode(self, maps: list[torch.Tensor]) -> torch.Tensor:
-        """Raw maps -> [B, sum(na*ny*nx), no]: xywh in input pixels, objectness and class scores sigmoided."""
+    def decode(self, maps: list[torch.Tensor], cache: bool = True) -> torch.Tensor:
+        """Raw maps -> [B, sum(na*ny*nx), no]: xywh in input pixels, objectness and class scores sigmoided.
+
+        cache=False builds the cell grids from the maps' shapes on every call: what an exported graph must
+        do, since a cached grid would be frozen into it as a constant of the tracing size.
+        """
         decoded = []
         for level, raw in enumerate(maps):
-            batch, na, ny, nx, no = raw.shape
+            batch, na, ny, nx, _ = raw.shape
             stride = self.stride[level].to(raw.dtype)
             anchor_pixels = (self.anchors[level] * self.stride[level]).view(1, na, 1, 1, 2).to(raw.dtype)
             sig = raw.sigmoid()
-            xy = (sig[..., :2] * 2 + self._cell_offset(ny, nx, raw.device, raw.dtype)) * stride
+            xy = (sig[..., :2] * 2 + self._cell_offset(ny, nx, raw.device, raw.dtype, cache)) * stride
             wh = (sig[..., 2:4] * 2) ** 2 * anchor_pixels
-            decoded.append(torch.cat((xy, wh, sig[..., 4:]), dim=-1).view(batch, -1, no))
+            decoded.append(torch.cat((xy, wh, sig[..., 4:]), dim=-1).view(batch, -1, self.no))
         return torch.cat(decoded, dim=1)
 
     @torch.no_grad()

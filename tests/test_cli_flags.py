@@ -1,4 +1,4 @@
-"""Every numeric flag of train*.py, val.py and detect.py is checked before any work starts: a bad value
+"""Every numeric flag of train*.py, val.py, detect.py and export.py is checked before any work starts: a bad value
 stops with one `ERROR:` line naming the flag and the value, and no numeric flag is left out of the table."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 import detect
+import export
 import train
 import train_dual
 import train_gradnorm
@@ -14,8 +15,9 @@ import val
 from utils.cli import NUMERIC_FLAGS
 
 SCRIPTS = {"train.py": train, "train_gradnorm.py": train_gradnorm, "train_dual.py": train_dual, "val.py": val,
-           "detect.py": detect}
-REQUIRED = {"val.py": ["--weights", "w.pt"], "detect.py": ["--weights", "w.pt", "--source", "images"]}
+           "detect.py": detect, "export.py": export}
+REQUIRED = {"val.py": ["--weights", "w.pt"], "detect.py": ["--weights", "w.pt", "--source", "images"],
+            "export.py": ["--weights", "w.pt"]}
 
 # (flag, a refused value, a value that must still be accepted) per script; the issue's examples first
 BAD_VALUES = {
@@ -35,6 +37,7 @@ BAD_VALUES = {
     "detect.py": [("--imgsz", "0", "320"), ("--conf-thres", "-1", "0.25"), ("--iou-thres", "2", "0.45"),
                   ("--max-det", "0", "10"), ("--line-thickness", "0", "1"), ("--vid-stride", "0", "2"),
                   ("--classes", "-1", "0")],
+    "export.py": [("--opset", "9", "12"), ("--opset", "21", "20"), ("--batch-size", "0", "1"), ("--imgsz", "16", "320")],
 }
 CASES = [(script, flag, bad, good) for script, rows in BAD_VALUES.items() for flag, bad, good in rows]
 

@@ -42,8 +42,10 @@ IMAGE_SIZE = Accepts(lambda v: v >= 32, "an integer >= 32 (it is rounded up to a
 BATCH_SIZE = Accepts(lambda v: v >= 1, "an integer >= 1 (YOLOv5's AutoBatch, -1, is not supported)")
 POSITIVE_INTEGER = Accepts(lambda v: v >= 1, "an integer >= 1")
 MOMENTUM = Accepts(lambda v: 0 <= v < 1, "a number in [0, 1)")
+# export.py: PyTorch's TorchScript-based ONNX exporter writes opsets up to 20; below 11 some layers have no op
+ONNX_OPSET = Accepts(lambda v: 11 <= v <= 20 and v == int(v), "an ONNX opset from 11 to 20")
 
-# Every numeric flag of train*.py, val.py and detect.py, by dest: one table, so the scripts agree on what
+# Every numeric flag of train*.py, val.py, detect.py and export.py, by dest: one table, so the scripts agree on what
 # a flag accepts and a test can check that no numeric flag is left out (tests/test_cli_flags.py).
 NUMERIC_FLAGS: dict[str, Accepts] = {
     "epochs": POSITIVE_INTEGER, "batch_size": BATCH_SIZE, "imgsz": IMAGE_SIZE, "workers": NON_NEGATIVE,
@@ -55,7 +57,7 @@ NUMERIC_FLAGS: dict[str, Accepts] = {
     "gradnorm_min_weight": NON_NEGATIVE, "gradnorm_max_weight": POSITIVE,
     "cls_lr0": POSITIVE, "cls_imgsz": IMAGE_SIZE,
     "conf_thres": FRACTION, "iou_thres": FRACTION, "max_det": POSITIVE_INTEGER, "line_thickness": POSITIVE_INTEGER,
-    "vid_stride": POSITIVE_INTEGER, "classes": NON_NEGATIVE,
+    "vid_stride": POSITIVE_INTEGER, "classes": NON_NEGATIVE, "opset": ONNX_OPSET,
 }
 
 

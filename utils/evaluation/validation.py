@@ -1,7 +1,6 @@
 """Detection evaluation shared by val.py and the training loop: one pass, YOLOv5's table and metrics."""
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,15 +9,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.yolo import ModelOutputs
 from models.yolo_cls import view_loss
+from utils.backends.base import Backend, Predictions
+from utils.backends.pytorch import ModuleBackend
 from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
 from utils.evaluation.plots import plot_ap_curves, plot_confusion_matrix, plot_view_confusion_matrix
 from utils.evaluation.view_metrics import ViewAccumulator, ViewMetrics, format_view_table
 from utils.logger import LOGGER
 from utils.plots import plot_images
-from utils.torch_utils import de_parallel, time_sync
+from utils.torch_utils import time_sync
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 TABLE_HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
@@ -53,11 +53,6 @@ class DetectionResult:
                 "view_balanced_accuracy": float(self.view.balanced_accuracy)}
 
 
-def detect_head(model: torch.nn.Module) -> torch.nn.Module:
-    """The Detect module of any model of this project (plain, wrapped in DDP)."""
-    return de_parallel(model).detect
-
-
 def _native_space_labels(labels: torch.Tensor, img_hw: tuple, shape_info) -> torch.Tensor:
     """Label rows (cls, cx, cy, w, h normalised to the letterboxed image) -> (cls, x1, y1, x2, y2) original pixels."""
     h, w = img_hw
@@ -90,7 +85,7 @@ def _json_rows(pred: torch.Tensor, path: str) -> list[dict]:
 
 @torch.inference_mode()
 def evaluate(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Backend,
     dataloader,
     *,
     names: dict,
@@ -113,15 +108,19 @@ def evaluate(
 ) -> DetectionResult:
     """Run the model over `dataloader`, print YOLOv5's table, return the metrics.
 
-    Predictions and labels are both mapped back to each image's original pixels before
-    matching, as YOLOv5 does, so metrics do not depend on the letterbox. amp_dtype: the forward
-    runs in autocast to that dtype (validation during an AMP run); the loss, the decoding of boxes
-    and the view figures always use the float32 outputs.
+    model: a Backend (val.py: a checkpoint or an exported file), or a model in memory (training's EMA),
+    run as it is through ModuleBackend with `half` and `amp_dtype` (the forward in autocast to that
+    dtype during an AMP run). The loss, the decoding of boxes and the view figures always use float32
+    outputs. Predictions and labels are both mapped back to each image's original pixels before
+    matching, as YOLOv5 does, so metrics do not depend on the letterbox.
     """
     nc = 1 if single_cls else len(names)
-    head = detect_head(model)
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, torch.nn.Module) else None
+    backend = model if module is None else ModuleBackend(module, device, view_names=view_names, half=half,
+                                                         amp_dtype=amp_dtype)
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
     iouv = IOU_THRESHOLDS.to(device)
     confusion = ConfusionMatrix(nc=nc)
     stats: list = []
@@ -131,30 +130,26 @@ def evaluate(
     seen = 0
     views_seen = ViewAccumulator(len(view_names)) if view_names else None
     view_loss_sum = 0.0
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     if save_txt and save_dir is not None:
         (save_dir / "labels").mkdir(parents=True, exist_ok=True)
     bar = tqdm(dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}", disable=training and not verbose)
     for batch_i, (imgs, targets, views, paths, shapes) in enumerate(bar):
         t0 = time_sync()
         imgs = imgs.to(device, non_blocking=True).float() / 255
-        if half:
-            imgs = imgs.half()
         targets = targets.to(device, non_blocking=True)
         batch, _, height, width = imgs.shape
         t1 = time_sync()
-        with autocast:
-            outputs: ModelOutputs = model(imgs)
-        det = [m.float() for m in outputs.det]  # pixel coordinates up to 640+ need more than float16's 11 bits
-        if compute_loss is not None:
-            loss_sum += compute_loss(det, targets)[1]
-        if views_seen is not None and outputs.view_logits is not None:
+        out: Predictions = backend(imgs)
+        if compute_loss is not None and out.raw is not None:
+            loss_sum += compute_loss(out.raw.det, targets)[1]
+        scores = out.view_scores()
+        if views_seen is not None and scores is not None:
             views = views.to(device, non_blocking=True)
-            views_seen.update(outputs.view_logits.float(), views)
-            view_loss_sum += float(view_loss(outputs.view_logits.float(), views))
-        decoded = head.decode(det)
+            views_seen.update(scores, views)
+            view_loss_sum += float(view_loss(scores, views))
         t2 = time_sync()
-        preds = non_max_suppression(decoded, conf_thres, iou_thres, multi_label=True, agnostic=single_cls, max_det=max_det)
+        preds = non_max_suppression(out.decoded, conf_thres, iou_thres, multi_label=True, agnostic=single_cls,
+                                    max_det=max_det)
         t3 = time_sync()
         dt[0] += t1 - t0
         dt[1] += t2 - t1
@@ -212,7 +207,8 @@ def evaluate(
         LOGGER.info(f"COCO-format predictions saved to {file}")
     if save_txt and save_dir is not None:
         LOGGER.info(f"Results saved to {save_dir}")
-    model.train(was_training)
+    if module is not None:
+        module.train(was_training)
     return result
 
 
