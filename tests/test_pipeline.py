@@ -1,6 +1,7 @@
 """End-to-end smoke: train.py -> val.py -> detect.py on a few real images, in one process."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,8 @@ def test_resume_continues_from_last(tmp_path: Path, med_root: Path, monkeypatch)
     assert resumed["save_dir"] == str(save_dir)
     rows = (save_dir / "results.csv").read_text().splitlines()[1:]
     assert [int(float(r.split(",")[0])) for r in rows] == [0, 1, 2]
+    elapsed = [r["elapsed_s"] for r in json.loads((save_dir / "training_history.json").read_text())["epochs"]]
+    assert elapsed == sorted(elapsed) and elapsed[2] > elapsed[1] + 0.01, "elapsed_s runs on after the resume"
     with pytest.raises(SystemExit, match="nothing to resume"):
         train.main(train.parse_opt(["--resume", str(last)]))
 

@@ -228,7 +228,8 @@ class Trainer:
 
     def fit(self) -> dict:
         """Every epoch: its batches, then its end (validation, records, checkpoints, early stop); then finish."""
-        self.t_start = time.time()
+        # a resumed run's elapsed_s runs on from the epochs it already recorded (time-to-accuracy curves stay whole)
+        self.t_start = time.time() - (self.history.elapsed_before(self.start_epoch) if self.history else 0.0)
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
                     f"Using {self.train_loader.num_workers} dataloader workers\n"
                     f"Logging results to {self.run.save_dir}\nStarting training for {self.opt.epochs} epochs...")

@@ -34,6 +34,11 @@ class TrainingHistory:
         self.data["epochs"] = [r for r in self.data["epochs"] if r.get("epoch") != epoch] + [record]
         self.save()
 
+    def elapsed_before(self, epoch: int) -> float:
+        """elapsed_s of the last epoch recorded before `epoch`: the training time a resumed run already spent."""
+        kept = [r for r in self.data["epochs"] if r.get("epoch", -1) < epoch and "elapsed_s" in r]
+        return float(kept[-1]["elapsed_s"]) if kept else 0.0
+
     def log_step(self, record: dict) -> None:
         """Kept in memory; written with the next epoch record."""
         self.data["steps"].append(record)
