@@ -33,3 +33,14 @@ def cache_in_tmp(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "fallback_cache"
     monkeypatch.setattr(label_scan, "CACHE_FALLBACK_DIR", folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def project_logger_level():
+    """Every test starts with the project logger's level as it was: torch.hub.load(..., _verbose=False) lowers
+    it for the whole process, as YOLOv5's hub models do, and later tests read INFO lines with caplog."""
+    from utils.logger import LOGGER
+
+    level = LOGGER.level
+    yield
+    LOGGER.setLevel(level)

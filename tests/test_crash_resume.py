@@ -71,7 +71,7 @@ def test_sigkill_then_resume(tmp_path: Path, med_root: Path):
     reference = _counters(tmp_path / "ref" / "ref" / "weights" / "last.pt")
 
     rng = random.Random(0)
-    trials = [("write", 0.0, k) for k in (1, 3, 5)] + [("random", rng.uniform(0.3, 0.9) * duration, 0) for _ in range(3)]
+    trials = [("write", 0.0, k) for k in (1, 4)] + [("random", rng.uniform(0.3, 0.9) * duration, 0) for _ in range(2)]
     outcomes = []
     for t, (mode, seconds, nth) in enumerate(trials):
         name = f"trial{t}"
@@ -96,6 +96,6 @@ def test_sigkill_then_resume(tmp_path: Path, med_root: Path):
         epochs = [int(float(r.split(",")[0])) for r in (run / "results.csv").read_text().splitlines()[1:]]
         assert epochs == list(range(EPOCHS)), f"trial {t} ({outcome}): results.csv epochs {epochs}"
         assert _counters(last) == reference, f"trial {t} ({outcome}): EMA/GradNorm counters restarted"
-    assert outcomes.count("killed during a checkpoint write") == 3, outcomes
-    if outcomes.count("finished before the kill") > 1:
+    assert outcomes.count("killed during a checkpoint write") == 2, outcomes
+    if outcomes.count("finished before the kill") > 1:  # at most one of the two random kills may miss
         pytest.fail(f"the random kills mostly came too late: {outcomes}")
