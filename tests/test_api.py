@@ -15,19 +15,14 @@ import detect
 import export
 from tests.conftest import ROOT
 from tests.export_models import make_checkpoints
-from tests.helpers import MED_NAMES, MED_VIEWS
+from tests.helpers import MED_NAMES, MED_VIEWS, one_torch_thread  # noqa: F401 (a fixture)
 from utils.api import Model
 from utils.export.metadata import ExportedFileError
 
 XYXY_COLUMNS = ["xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import torch
 
 import export
 from tests.export_models import make_checkpoints
-from tests.helpers import MED_NAMES, MED_VIEWS
+from tests.helpers import MED_NAMES, MED_VIEWS, one_torch_thread  # noqa: F401 (a fixture)
 from tests.yolov5_files import MED_E20, fixture
 from utils.backends import load_backend
 from utils.boxes import non_max_suppression
@@ -32,12 +32,7 @@ NMS_CONF = 0.01  # low enough that every image tested keeps boxes (the 20-epoch 
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

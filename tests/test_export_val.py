@@ -51,15 +51,13 @@ def test_yolov5_checkpoint_and_its_exports_give_the_same_map(tmp_path: Path):
     dynamic_pt, fixed_pt = tmp_path / "dynamic" / "best.pt", tmp_path / "fixed" / "best.pt"
     for copy in (dynamic_pt, fixed_pt):
         shutil.copyfile(fixture(MED_E20), copy)
-    export.run(export.parse_opt(["--weights", str(dynamic_pt), "--include", "onnx", "torchscript", "--imgsz", "320",
-                                 "--dynamic"]))
+    export.run(export.parse_opt(["--weights", str(dynamic_pt), "--include", "onnx", "--imgsz", "320", "--dynamic"]))
     export.run(export.parse_opt(["--weights", str(fixed_pt), "--include", "onnx", "--imgsz", "320"]))
     reference = validate(dynamic_pt, "data/med-detection.yaml", tmp_path)
     assert (reference.n_images, reference.n_instances) == (183, 183)
     assert figures(reference)[2:] == ("0.441", "0.143")  # YOLOv5's own val.py figures (fixture README)
-    for suffix in (".onnx", ".torchscript"):
-        assert figures(validate(dynamic_pt.with_suffix(suffix), "data/med-detection.yaml", tmp_path)) == \
-            figures(reference), suffix
+    # ONNX Runtime here; TorchScript's raw outputs match the checkpoint's in tests/test_export.py (measured: equal)
+    assert figures(validate(dynamic_pt.with_suffix(".onnx"), "data/med-detection.yaml", tmp_path)) == figures(reference)
     fixed = validate(fixed_pt.with_suffix(".onnx"), "data/med-detection.yaml", tmp_path)
     assert fixed.n_images == 183
     assert figures(fixed) == figures(square_reference(fixed_pt, "data/med-detection.yaml"))
