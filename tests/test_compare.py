@@ -349,6 +349,9 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     assert by_name["fixed_w1"]["test_view_accuracy"] == by_name["fixed_w1"]["view_accuracy"] != ""
     assert float(by_name["fixed_w1"]["peak_rss_gb"]) > 0.1 and float(by_name["fixed_w1"]["train_time_s"]) > 0
     assert "### Metrics on the held-out test set" in (root / "report.md").read_text()
+    # val and test list the train images here: each frame's nearest train frame is itself, the ceiling 1
+    assert "view acc (ceiling 1.000)" in (root / "report.md").read_text()
+    assert json.loads((root / "derived" / "view_ceiling_med_views.json").read_text())["ceilings"]["val"]["n"] == 4
     assert (root / "metric_vs_cost_med_views.png").is_file() and (root / "tradeoff_med_views.png").is_file()
     assert "cls_names" not in yaml.safe_load((root / "derived" / "data_med_views_detection_only.yaml").read_text())
     assert yaml.safe_load((root / "derived" / "hyp_fixed_w1.yaml").read_text())["view_task"] == 1.0

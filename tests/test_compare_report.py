@@ -311,3 +311,25 @@ def test_tradeoff_plot_draws_val_and_test_panels_when_there_is_a_test_set(tmp_pa
 
     wide, narrow = Image.open(tmp_path / "two.png").size, Image.open(tmp_path / "one.png").size
     assert wide[0] == 2 * narrow[0] and wide[1] == narrow[1]  # one 6-inch panel per metric set
+
+
+def test_view_label_ceiling_beside_every_view_accuracy_and_on_the_tradeoff_plot(tmp_path):
+    rows = [{"split": "s", "strategy": s, "seed": 0, "status": "ok", "mAP50": m, "view_accuracy": v,
+             "view_balanced_accuracy": v, "test_mAP50": m, "test_view_accuracy": v}
+            for s, m, v in (("fixed_w0.1", 0.4, 0.6), ("gradnorm", 0.45, 0.66))]
+    ceilings = {"s": {"val": {"accuracy": 0.557, "balanced": 0.5, "majority_rate": 0.492, "n": 184},
+                      "test": {"accuracy": 0.682, "balanced": 0.6, "majority_rate": 0.547, "n": 201}}}
+    report = build_report(command="c", date="d", machine="m", settings={"name": "t", "epochs": 1, "seeds": [0],
+                          "extra": ""}, splits={"s": Path("x.yaml")}, strategies=["fixed_w0.1", "gradnorm"],
+                          rows=rows, stage_summaries={}, failures=[], plots={}, ceilings=ceilings)
+    valid, test = report.split("### Metrics on the held-out test set")
+    assert "view acc (ceiling 0.557)" in valid and "view bal. acc (ceiling 0.500)" in valid
+    assert "view acc (ceiling 0.682)" in test and "0.557" not in test.split("###")[0]
+    assert "val 0.557 (majority rate 0.492, 184 frames); test 0.682" in report
+    without = build_report(command="c", date="d", machine="m", settings={"name": "t", "epochs": 1, "seeds": [0],
+                           "extra": ""}, splits={"s": Path("x.yaml")}, strategies=["fixed_w0.1", "gradnorm"],
+                           rows=rows, stage_summaries={}, failures=[], plots={})
+    assert "ceiling" not in without
+    agg = aggregate(rows, ["mAP50", "view_accuracy", "test_mAP50", "test_view_accuracy"])
+    plot_tradeoff(agg, "s", ["fixed_w0.1", "gradnorm"], tmp_path / "tradeoff.png", ceilings["s"])
+    assert (tmp_path / "tradeoff.png").stat().st_size > 0

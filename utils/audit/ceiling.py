@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -143,3 +144,23 @@ def video_figures(views: np.ndarray, videos: list[str], train: np.ndarray, query
         "same_majority": sum(train_major[v] == query_major[v] for v in shared),
         "videos_in_split": len(query_major),
     }
+
+
+def split_ceilings(data_yaml: str | Path) -> dict[str, dict[str, float]]:
+    """{held-out split: accuracy, balanced, majority_rate, n} of the nearest-train-frame copy for a dataset YAML.
+
+    The model-free part of `python -m utils.audit` that other tools print beside a view accuracy (the
+    comparison's report): empty without a view task. Reads every image once (seconds to a minute).
+    """
+    from utils.audit.records import load_records
+    from utils.data.dataset_yaml import check_dataset
+    from utils.data.groups import dataset_splits
+
+    dataset = check_dataset(data_yaml)
+    cls_names = dataset.get("cls_names")
+    if not cls_names:
+        return {}
+    records, signatures = load_records(dataset_splits(dataset), dataset["nc"], len(cls_names))
+    data = AuditData(records, signatures, dataset["names"], cls_names, dataset["path"])
+    return {c.split: {"accuracy": c.accuracy, "balanced": c.balanced, "majority_rate": c.majority_rate, "n": c.n}
+            for c in compute_ceilings(data, None)}

@@ -16,6 +16,7 @@ from utils.cli import NON_NEGATIVE, POSITIVE_INTEGER, check_numeric_flags, train
 from utils.compare.columns import COST_COLUMNS, DETECTION_COLUMNS, TEST_PREFIX, VIEW_COLUMNS, ordered_columns
 from utils.compare.comparison_csv import write_csv
 from utils.compare.evaluation import EvalSettings, eval_settings
+from utils.compare.ceilings import view_ceilings
 from utils.compare.plots import plot_curves, plot_metric_vs_cost, plot_tradeoff
 from utils.compare.report import build_report, machine_line
 from utils.compare.run_rows import collect_row
@@ -183,7 +184,7 @@ def collect_runs(plans: list[Plan], costs: dict[Path, dict], epochs: int, settin
 
 
 def write_plots(collected: Collected, splits: dict[str, Path], strategies: list[str],
-                root: Path) -> dict[str, list[str]]:
+                root: Path, ceilings: dict[str, dict] | None = None) -> dict[str, list[str]]:
     """The three figures per split in `root`; returns their file names per split."""
     rows = collected.rows
     ap_cols, f1_cols = ordered_columns(rows, "AP50_"), ordered_columns(rows, "F1_")
@@ -192,7 +193,7 @@ def write_plots(collected: Collected, splits: dict[str, Path], strategies: list[
     plots: dict[str, list[str]] = {}
     for split in splits:
         names = [f"tradeoff_{split}.png", f"metric_vs_cost_{split}.png", f"curves_{split}.png"]
-        plot_tradeoff(agg, split, strategies, root / names[0])
+        plot_tradeoff(agg, split, strategies, root / names[0], (ceilings or {}).get(split))
         plot_metric_vs_cost(agg, split, strategies, root / names[1])
         plot_curves(collected.histories.get(split, {}), split, root / names[2])
         plots[split] = names
@@ -222,14 +223,15 @@ def main(argv: list[str] | None = None, entry: list[str] | None = None) -> Path 
 
     root.mkdir(parents=True, exist_ok=True)
     write_csv(root / "comparison.csv", with_delta_m(collected.rows))
-    plots = write_plots(collected, splits, opt.strategies, root)
+    ceilings = view_ceilings(splits, root / "derived")
+    plots = write_plots(collected, splits, opt.strategies, root, ceilings)
     command = "python " + shlex.join(entry + (argv if argv is not None else sys.argv[1:]))
     report = build_report(command=command, date=datetime.now().astimezone().isoformat(timespec="seconds"),
                           machine=machine_line(settings.device), splits=splits, strategies=opt.strategies,
                           settings={"name": opt.name, "epochs": opt.epochs, "seeds": opt.seeds,
                                     "extra": shlex.join(extra)},
                           rows=collected.rows, stage_summaries=collected.stage_summaries,
-                          failures=collected.failures, plots=plots)
+                          failures=collected.failures, plots=plots, ceilings=ceilings)
     write_text_atomic(root / "report.md", report)
     rows = collected.rows
     print(f"wrote {root / 'comparison.csv'}, {root / 'report.md'} and {sum(map(len, plots.values()))} plots "

@@ -63,7 +63,7 @@ def tradeoff_panels(agg: dict, split: str, strategies: list[str]) -> list[str]:
     return ["", TEST_PREFIX] if has_test_figures(agg, split, strategies) else [""]
 
 
-def plot_tradeoff(agg: dict, split: str, strategies: list[str], path: Path) -> None:
+def plot_tradeoff(agg: dict, split: str, strategies: list[str], path: Path, ceilings: dict | None = None) -> None:
     """mAP50 against view accuracy per joint strategy, with the single-task runs as reference lines.
 
     The picture of the dominance check: the fixed-weight sweep is drawn as a line (its Pareto front as far as
@@ -82,6 +82,10 @@ def plot_tradeoff(agg: dict, split: str, strategies: list[str], path: Path) -> N
             ax.axhline(det_ref, ls="--", color="grey", lw=1, label="detection_only mAP50")
         if view_ref is not None:
             ax.axvline(view_ref, ls=":", color="grey", lw=1, label="view_only view accuracy")
+        ceiling = (ceilings or {}).get("test" if prefix else "val")
+        if ceiling:
+            ax.axvline(ceiling["accuracy"], ls="-.", color="tab:red", lw=1,
+                       label=f"view-label ceiling {ceiling['accuracy']:.3f} (nearest train frame)")
         sweep = sorted((parse_fixed_weight(s), s) for s in strategies if parse_fixed_weight(s) is not None)
         line = [(stat(s, "view_accuracy").mean, stat(s, "mAP50").mean) for _, s in sweep]
         line = [xy for xy in line if None not in xy]

@@ -202,17 +202,43 @@ How to read this:
 """
 
 
+def ceiling_labels(ceiling: dict | None) -> dict[str, str]:
+    """LABELS with the split's view-label ceiling beside the view accuracy: 'view acc (ceiling 0.557)'."""
+    if not ceiling:
+        return LABELS
+    return {**LABELS, "view_accuracy": f"view acc (ceiling {ceiling['accuracy']:.3f})",
+            "view_balanced_accuracy": f"view bal. acc (ceiling {ceiling['balanced']:.3f})"}
+
+
+def ceiling_line(ceilings: dict[str, dict]) -> list[str]:
+    """One sentence on what the ceilings are, for a split that has them."""
+    if not ceilings:
+        return []
+    figures = "; ".join(f"{s} {c['accuracy']:.3f} (majority rate {c['majority_rate']:.3f}, {c['n']} frames)"
+                        for s, c in ceilings.items())
+    return [f"View-label ceiling (copying the view of the nearest train frame, `python -m utils.audit`): {figures}. "
+            "A view accuracy near its ceiling is what the labels allow; differences between strategies there are "
+            "mostly label noise.", ""]
+
+
 def split_section(agg: dict[tuple[str, str], dict[str, Stat]], split: str, data: Path, strategies: list[str],
-                  split_rows: list[dict], stage_summaries: dict, plots: list[str]) -> list[str]:
-    """The report lines of one split: its tables, its comparison sentences and its plots."""
-    out = [f"## Split `{split}` ({data})", "", "### Metrics (valid set, mean ± sd over seeds)", "",
-           stat_table(agg, split, strategies, [*DETECTION_COLUMNS, *VIEW_COLUMNS], LABELS), ""]
+                  split_rows: list[dict], stage_summaries: dict, plots: list[str],
+                  ceilings: dict[str, dict] | None = None) -> list[str]:
+    """The report lines of one split: its tables, its comparison sentences and its plots.
+
+    ceilings: the split's view-label ceiling per held-out split ('val', 'test'), shown beside the view accuracies.
+    """
+    ceilings = ceilings or {}
+    out = [f"## Split `{split}` ({data})", "", *ceiling_line(ceilings), "### Metrics (valid set, mean ± sd over seeds)",
+           "", stat_table(agg, split, strategies, [*DETECTION_COLUMNS, *VIEW_COLUMNS],
+                          ceiling_labels(ceilings.get("val"))), ""]
     split_test = [TEST_PREFIX + c for c in (*DETECTION_COLUMNS, *VIEW_COLUMNS)
                   if TEST_PREFIX + c in ordered_columns(split_rows, TEST_PREFIX)]
     if split_test:
+        test_labels = ceiling_labels(ceilings.get("test"))
         out += ["### Metrics on the held-out test set (mean ± sd over seeds; no choice was made on it)", "",
                 stat_table(agg, split, strategies, split_test,
-                           {c: LABELS[c.removeprefix(TEST_PREFIX)] for c in split_test}), ""]
+                           {c: test_labels[c.removeprefix(TEST_PREFIX)] for c in split_test}), ""]
     out += ["### Cost", "", stat_table(agg, split, strategies, list(COST_COLUMNS), LABELS), ""]
     split_ap = ordered_columns(split_rows, "AP50_")
     if split_ap:
@@ -247,8 +273,8 @@ def split_section(agg: dict[tuple[str, str], dict[str, Stat]], split: str, data:
 
 def build_report(*, command: str, date: str, machine: str, settings: dict, splits: dict[str, Path],
                  strategies: list[str], rows: list[dict], stage_summaries: dict, failures: list[dict],
-                 plots: dict[str, list[str]]) -> str:
-    """The whole report.md text (pure: everything it shows is passed in)."""
+                 plots: dict[str, list[str]], ceilings: dict[str, dict] | None = None) -> str:
+    """The whole report.md text (pure: everything it shows is passed in; ceilings per split, see split_section)."""
     ap_cols, f1_cols = ordered_columns(rows, "AP50_"), ordered_columns(rows, "F1_")
     rows = with_delta_m(rows)
     test_cols = ordered_columns(rows, TEST_PREFIX)
@@ -266,7 +292,7 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
     out += [NOTES]
     for split, data in splits.items():
         out += split_section(agg, split, data, strategies, [r for r in rows if r["split"] == split],
-                             stage_summaries, plots.get(split, []))
+                             stage_summaries, plots.get(split, []), (ceilings or {}).get(split))
     if pending:
         out += ["## Not run yet", ""]
         missing: dict[tuple[str, str], list[int]] = {}
