@@ -18,6 +18,9 @@ gets). Strategies, each a child process of this project's own scripts:
     gradnorm        train_gradnorm.py
     uncertainty     train.py --balancer uncertainty
     pcgrad          train.py --balancer pcgrad
+    gradnorm_frozen train.py with det_task / view_task fixed at the mean weights the gradnorm run of
+                    the same split and seed used over its optimizer steps (opt-in, needs gradnorm:
+                    it trains after it; does a difference come from GradNorm's schedule or its ratio?)
     dual            train_dual.py
 
 Runs land in PROJECT/NAME/<split>/<strategy>_s<seed>/ (PROJECT defaults to runs/compare);

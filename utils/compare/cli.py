@@ -25,7 +25,7 @@ from utils.compare.runs import (Plan, child_env, load_cost, lock_holder, lock_pa
 from utils.compare.stats import aggregate, with_delta_m
 from utils.compare.strategies import (DEFAULT_VIEW_WEIGHTS, build_command, check_extra_args, derived_hyp,
                                       detection_only_content, resolve_strategies, split_labels, strategy_spec,
-                                      write_yaml)
+                                      write_frozen_hyp, write_yaml)
 from utils.data.dataset_yaml import DatasetError, _find_yaml
 from utils.files import write_text_atomic
 from utils.paths import ROOT
@@ -111,10 +111,16 @@ def plan_runs(opt: argparse.Namespace, extra: list[str], root: Path, write: bool
                 spec = strategy_spec(name)
                 data = det_yaml if spec.detection_data else yaml_path
                 run_dir = root / split / run_name(name, seed)
-                cmd = build_command(spec, data=data, hyp=hyp_files[spec.hyp_key], epochs=opt.epochs, seed=seed,
+                hyp, frozen = hyp_files[spec.hyp_key], None
+                if spec.frozen_from:  # written when the source run has finished (train_missing)
+                    frozen = (root / split / run_name(spec.frozen_from, seed), hyp,
+                              derived / f"hyp_{name}_{split}_s{seed}.yaml")
+                    hyp = frozen[2]
+                cmd = build_command(spec, data=data, hyp=hyp, epochs=opt.epochs, seed=seed,
                                     project=root / split, name=run_name(name, seed),
                                     interference_every=opt.interference_every, extra=extra)
-                plans.append(Plan(split, data, spec, seed, run_dir, cmd, done=run_finished(run_dir, opt.epochs)))
+                plans.append(Plan(split, data, spec, seed, run_dir, cmd, done=run_finished(run_dir, opt.epochs),
+                                  frozen=frozen))
     return plans, splits
 
 
@@ -122,7 +128,17 @@ def train_missing(plans: list[Plan], opt: argparse.Namespace, labels: dict[Path,
     """Train the planned runs not finished yet, --jobs at a time; returns the cost record of each run trained now."""
     env = child_env(opt.jobs)
 
-    def train_labelled(plan: Plan) -> dict:
+    def train_labelled(plan: Plan) -> dict | None:
+        if plan.frozen is not None:
+            source, template, out = plan.frozen
+            history = read_history(source) if run_finished(source, opt.epochs) else None
+            weights = write_frozen_hyp(history, template, out, source.name) if history else None
+            if weights is None:
+                print(f"{labels[plan.run_dir]}: {source.name} has not finished (or recorded no step): not run; run "
+                      f"the same command again once it has", flush=True)
+                return None
+            print(f"{labels[plan.run_dir]}: task weights fixed at {source.name}'s means: det "
+                  f"{weights['det']:.4f}, view {weights['view']:.4f}", flush=True)
         print(f"{labels[plan.run_dir]}: training... ({shlex.join(plan.command)})", flush=True)
         cost = train_run(plan, env)
         print(f"{labels[plan.run_dir]}: exit {cost['rc']} after {cost['train_time_s']:.0f} s, peak RSS "

@@ -33,6 +33,7 @@ class Plan:
     run_dir: Path
     command: list[str]
     done: bool = False
+    frozen: tuple[Path, Path, Path] | None = None  # (source run, template hyp, hyp to write) for a frozen strategy
 
 
 def run_name(strategy: str, seed: int) -> str:

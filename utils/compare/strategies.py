@@ -36,6 +36,7 @@ class Strategy:
     shared: bool = False  # joint strategy on one shared backbone (gets --interference-every)
     has_detection: bool = True  # detection metrics mean something
     has_view: bool = True  # view metrics exist
+    frozen_from: str | None = None  # fixed task weights = the mean weights this strategy's run of the same seed used
 
     @property
     def hyp_key(self) -> str:
@@ -65,11 +66,12 @@ def strategy_spec(name: str) -> Strategy:
         "gradnorm": Strategy("gradnorm", SCRIPTS["gradnorm"], shared=True),
         "uncertainty": Strategy("uncertainty", SCRIPTS["train"], balancer="uncertainty", shared=True),
         "pcgrad": Strategy("pcgrad", SCRIPTS["train"], balancer="pcgrad", shared=True),
+        "gradnorm_frozen": Strategy("gradnorm_frozen", SCRIPTS["train"], shared=True, frozen_from="gradnorm"),
         "dual": Strategy("dual", SCRIPTS["dual"]),
     }
     if name not in specs:
         raise ValueError(f"unknown strategy {name!r}: expected detection_only, view_only, fixed_w<v>, "
-                         f"{', '.join(ADAPTIVE)} or dual")
+                         f"{', '.join(ADAPTIVE)}, gradnorm_frozen or dual")
     return specs[name]
 
 
@@ -91,7 +93,42 @@ def resolve_strategies(names: list[str] | None, view_weights: Iterable[float]) -
         strategy_spec(name)  # validates
         if name not in resolved:
             resolved.append(name)
+    for name in list(resolved):
+        source = strategy_spec(name).frozen_from
+        if source is None:
+            continue
+        if source not in resolved:
+            raise ValueError(f"{name} needs {source} in --strategies: it trains with the mean task weights of the "
+                             f"{source} run of the same seed")
+        resolved.remove(name)
+        resolved.insert(resolved.index(source) + 1, name)  # right after its source, which must finish first
     return resolved
+
+
+def mean_task_weights(history: dict) -> dict[str, float] | None:
+    """The mean weight of each task over an adaptive run's optimizer steps (training_history.json 'steps')."""
+    steps = [s["weights"] for s in history.get("steps", []) if isinstance(s.get("weights"), dict)]
+    if not steps:
+        return None
+    return {task: sum(float(w[task]) for w in steps) / len(steps) for task in steps[0]}
+
+
+def write_frozen_hyp(source_history: dict, template: Path, out: Path, source: str) -> dict[str, float] | None:
+    """`template` with det_task/view_task set to the source run's mean task weights, written to `out`.
+
+    The ablation behind gradnorm_frozen: GradNorm's weights held fixed from the first step at the values it
+    used on average, so a difference to gradnorm is the schedule (weights that move), not the ratio. The mean
+    over steps rather than the final weights: the final ones were used for one step only. Returns the
+    weights, or None when the source recorded no step.
+    """
+    weights = mean_task_weights(source_history)
+    if weights is None or not {"det", "view"} <= set(weights):
+        return None
+    hyp = yaml.safe_load(template.read_text()) or {}
+    hyp.update(det_task=round(weights["det"], 6), view_task=round(weights["view"], 6))
+    write_yaml(out, hyp, f"derived by compare.py: fixed task weights = the mean weights of {source} over its "
+                         f"optimizer steps")
+    return weights
 
 
 def derived_hyp(base: dict, det_task: float | None = None, view_task: float | None = None) -> dict:
