@@ -18,6 +18,11 @@ def test_a_flag_decides_without_timing(monkeypatch):
     model = _joint_model()
     assert choose_memory_format(True, model, 64, torch.device("cpu")) == MemoryFormatChoice(True, None, None)
     assert choose_memory_format(False, model, 64, torch.device("cpu")) == MemoryFormatChoice(False, None, None)
+    # --deterministic: the device's usual format, never a timed choice that may differ between two runs
+    assert choose_memory_format(None, model, 64, torch.device("cpu"), deterministic=True) == \
+        MemoryFormatChoice(True, None, None)
+    assert choose_memory_format(None, model, 64, torch.device("meta"), deterministic=True) == \
+        MemoryFormatChoice(False, None, None)
 
 
 def test_probe_leaves_the_model_and_the_random_state_untouched():

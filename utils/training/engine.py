@@ -125,7 +125,8 @@ class Trainer:
         requested = getattr(opt, "channels_last", None)  # None: rank 0 times both formats, every rank follows
         choice = None
         if self.main or requested is not None:
-            choice = choose_memory_format(requested, model, self.imgsz, self.device, self.amp)
+            choice = choose_memory_format(requested, model, self.imgsz, self.device, self.amp,
+                                          getattr(opt, "deterministic", False))
         self.memory_format = MemoryFormatChoice(*broadcast_object(choice))
         self.channels_last = self.memory_format.channels_last
         if self.channels_last:  # NHWC: same model and results up to float rounding, faster where timed so

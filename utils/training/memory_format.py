@@ -85,11 +85,20 @@ def time_memory_formats(model: torch.nn.Module, imgsz: int, device: torch.device
 
 
 def choose_memory_format(requested: bool | None, model: torch.nn.Module, imgsz: int,
-                         device: torch.device, amp: Amp = FP32) -> MemoryFormatChoice:
+                         device: torch.device, amp: Amp = FP32, deterministic: bool = False) -> MemoryFormatChoice:
     """--channels-last (True), --no-channels-last (False), or None: time both and take the clearly faster one;
-    a tie (within TIE_BAND) keeps the device's usual format, so a noisy machine does not flip the choice."""
+    a tie (within TIE_BAND) keeps the device's usual format, so a noisy machine does not flip the choice.
+
+    deterministic (--deterministic): no timing, the device's usual format. The two formats round differently,
+    and a timed choice can differ between two runs of the same command on a busy machine.
+    """
     if requested is not None:
         return MemoryFormatChoice(bool(requested), None, None)
+    if deterministic:
+        channels_last = NHWC_WHEN_TIED.get(device.type, False)
+        LOGGER.info(f"Memory format: {'NHWC' if channels_last else 'NCHW'}, the usual format on {device.type}, not "
+                    f"timed under --deterministic (a timed choice could differ between runs)")
+        return MemoryFormatChoice(channels_last, None, None)
     nchw_ms, nhwc_ms = time_memory_formats(model, imgsz, device, amp)
     ratio = nhwc_ms / nchw_ms
     tied = abs(ratio - 1) <= TIE_BAND
