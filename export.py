@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accepted for YOLOv5 compatibility: no simplifier is run (onnxruntime optimises at load)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX: opset version")
     p.add_argument("--include", nargs="+", default=["torchscript"], help="torchscript, onnx")
-    p.add_argument("--trust-weights", action="store_true", help="allow weights that need arbitrary unpickling")
+    p.add_argument("--trust-weights", action="store_true", help="kept for compatibility: no weights file runs code here, so it changes nothing")
     return p
 
 

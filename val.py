@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
-    p.add_argument("--trust-weights", action="store_true", help="allow weights that need arbitrary unpickling")
+    p.add_argument("--trust-weights", action="store_true", help="kept for compatibility: no weights file runs code here, so it changes nothing")
     return p
 
 

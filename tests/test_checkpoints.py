@@ -45,12 +45,13 @@ class _RunsCode:
         return (print, ("this would run arbitrary code",))
 
 
-def test_crafted_pickle_is_refused_unless_trusted(tmp_path: Path):
+def test_crafted_pickle_is_refused_even_when_trusted(tmp_path: Path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"model": _RunsCode(), "model_yaml": {}}, path)
-    with pytest.raises(CheckpointError, match="--trust-weights"):
-        load_checkpoint(path)
-    assert "model" in load_checkpoint(path, trust=True)
+    for trust in (False, True):  # no weights file runs code, whatever --trust-weights says
+        with pytest.raises(CheckpointError, match="no weights file runs code here"):
+            load_checkpoint(path, trust=trust)
+    assert "this would run arbitrary code" not in capsys.readouterr().out
 
 
 def test_foreign_and_missing_files_get_clear_errors(tmp_path: Path):

@@ -98,6 +98,7 @@ def test_a_non_yolov5_crafted_file_keeps_the_old_refusal(tmp_path: Path):
     template = tmp_path / "template.pt"
     torch.save({}, template)
     write_with_pickle(template, crafted, b"\x80\x02}(" + text("x") + payloads(marker)["os.system"] + b"u.")
-    with pytest.raises(CheckpointError, match="--trust-weights"):
-        load_checkpoint(crafted)
+    for trust in (False, True):
+        with pytest.raises(CheckpointError, match="no weights file runs code here"):
+            load_checkpoint(crafted, trust=trust)
     assert not marker.exists()

@@ -75,8 +75,8 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict:
     """Load a checkpoint with `weights_only=True`; refuse anything that needs code to unpickle.
 
     A YOLOv5 checkpoint is recognised by the classes its pickle names and converted by the
-    restricted reader (trust plays no part there). `trust=True` (the `--trust-weights` flag) lifts
-    the restriction for other files the user vouches for.
+    restricted reader. Any other file that needs code to unpickle is refused: no weights file runs
+    code here. `trust` (the `--trust-weights` flag) is accepted for compatibility and changes nothing.
     """
     path = Path(path)
     if not path.is_file():
@@ -87,12 +87,11 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict:
         global_names = _pickle_globals_or_none(path)
         if global_names is not None and names_yolov5_classes(global_names):
             return load_yolov5_checkpoint(path, global_names)
-        if not trust:
-            raise CheckpointError(
-                f"--weights {path}: refused, the file needs arbitrary code to load (not a plain-data "
-                f"checkpoint). Pass --trust-weights only if you trust its origin. ({str(e).splitlines()[0]})"
-            ) from e
-        ckpt = _load_trusted(path)
+        raise CheckpointError(
+            f"--weights {path}: refused, the file needs arbitrary code to load (not a plain-data checkpoint) "
+            f"and no weights file runs code here, with or without --trust-weights; re-save its state_dict with "
+            f"torch.save where it was made. ({str(e).splitlines()[0]})"
+        ) from e
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"--weights {path}: not a readable checkpoint ({e})") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_yaml" not in ckpt:
@@ -101,14 +100,6 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict:
             f"and 'model_yaml', or YOLOv5's pickled DetectionModel)"
         )
     return ckpt
-
-
-def _load_trusted(path: Path) -> Any:
-    """--trust-weights: plain torch.load; the user vouched for the file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a trusted file may still be broken in any way unpickling can fail
-        raise CheckpointError(f"--weights {path}: not a readable checkpoint ({e})") from e
 
 
 def _pickle_globals_or_none(path: Path) -> list[str] | None:

@@ -159,7 +159,7 @@ def train_parser(description: str = "Train a YOLOv5-compatible detector") -> arg
                    help="every N iterations measure the cosine / norm ratio of the detection and view gradients on "
                         "the shared parameters (0 = off; costs one extra backward per measurement)")
     p.add_argument("--trust-weights", action="store_true",
-                   help="allow --weights files that need arbitrary unpickling (only for files you trust)")
+                   help="kept for compatibility: no weights file runs code here, so it changes nothing")
     return p
 
 

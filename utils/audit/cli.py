@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
                    help="--weights inference size (default: its training size)")
     p.add_argument("--batch-size", type=int, default=16, help="--weights / --folds inference batch")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu")
-    p.add_argument("--trust-weights", action="store_true", help="allow weight files that need arbitrary unpickling")
+    p.add_argument("--trust-weights", action="store_true", help="kept for compatibility: no weights file runs code here, so it changes nothing")
     p.add_argument("--write-clean", action="store_true", help="write image lists and a YAML without the flagged files")
     p.add_argument("--drop", nargs="+", default=list(DEFAULT_DROP), help="kinds --write-clean leaves out ('all')")
     p.add_argument("--top", type=int, default=24, help="suspects per contact sheet")
