@@ -44,3 +44,18 @@ def project_logger_level():
     level = LOGGER.level
     yield
     LOGGER.setLevel(level)
+
+
+@pytest.fixture
+def messages() -> list[str]:
+    """The project logger's messages during the test, whatever its handlers and propagation (caplog may miss them)."""
+    import logging
+
+    from utils.logger import LOGGER
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    yield records
+    LOGGER.removeHandler(handler)

@@ -1,25 +1,12 @@
 """--cache auto/ram/disk/off: the choice, the memory arithmetic, the auto decision and its log line."""
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 
 from tests.test_dataloaders import make_dataset
 from utils.data.dataset import LoadImagesAndLabels
 from utils.data.image_cache import cache_choice, ram_needed, resolve_cache
-from utils.logger import LOGGER
-
-
-@pytest.fixture
-def messages():
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    yield records
-    LOGGER.removeHandler(handler)
 
 
 @pytest.mark.parametrize("value,expected", [(None, "off"), (False, "off"), (True, "ram"), ("ram", "ram"),

@@ -1,7 +1,6 @@
 """Fine-tuning from YOLOv5's own checkpoints: YOLOv5's transfer rule and log line, in every training script."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,10 @@ import train_gradnorm
 from tests.helpers import med_subset_yaml
 from tests.yolov5_files import COCO_N, MED_E20, fixture
 from utils.checkpoints import load_checkpoint
-from utils.logger import LOGGER
 from utils.training.model_setup import build_training_model
 
 MED = {0: "AR", 1: "MR", 2: "PR", 3: "TR"}
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def messages():
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    yield records
-    LOGGER.removeHandler(handler)
 
 
 def _build(weights: Path, nc: int = 4, n_views: int | None = None, extra: list[str] | None = None):
