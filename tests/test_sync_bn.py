@@ -28,7 +28,7 @@ def _run(tmp: Path, script: str, name: str, data: Path) -> Path:
     module = SCRIPTS[script]
     args = ["--data", str(data), "--epochs", "2", "--project", str(tmp / name), "--cfg", "models/yolov5n.yaml",
             "--img", "96", "--batch-size", "4", "--workers", "0", "--noautoanchor", "--noplots", "--weights", "",
-            "--hyp", "hyp.medical.yaml", "--seed", "0"]
+            "--hyp", "hyp.medical.yaml", "--seed", "0", "--no-channels-last"]
     return Path(module.main(module.parse_opt(args))["save_dir"])
 
 
