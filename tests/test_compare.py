@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ import yaml
 from tests.helpers import med_subset_yaml
 from utils.compare import evaluation
 from utils.compare.cli import main, parse_args
+from utils.compare import runs
 from utils.compare.evaluation import EVAL_FILE, EvalSettings, cached_evaluation
 from utils.compare.run_rows import median_step_ms
 from utils.compare.runs import (COST_FILE, Plan, child_env, claim_run, lock_holder, lock_path, parse_train_iterations,
@@ -154,6 +157,39 @@ def test_a_free_or_stale_claim_is_taken_and_released_even_when_training_fails(tm
     with pytest.raises(RuntimeError):
         train_if_free(_plan(run_dir), 3, lambda p: (_ for _ in ()).throw(RuntimeError("child failed")))
     assert not lock.exists(), "released when training raises"
+
+
+def _claim_at_once(run_dir, barrier, results, done):
+    barrier.wait()
+    results.put(claim_run(run_dir) is not None)
+    done.wait(30)  # stay alive, so the claim is live while the others decide
+
+
+def test_processes_racing_for_a_stale_claim_take_it_once(tmp_path, monkeypatch):
+    """Every process judges the dead claim stale at the same moment; only one may end up holding the run."""
+    judge = runs.lock_holder
+
+    def slow_judge(lock):  # widens the window between "stale" and taking it over, where the race lived
+        holder = judge(lock)
+        time.sleep(0.2 if holder is None else 0)
+        return holder
+
+    monkeypatch.setattr(runs, "lock_holder", slow_judge)
+    run_dir = tmp_path / "split" / "fixed_w1_s0"
+    lock = lock_path(run_dir)
+    lock.parent.mkdir(parents=True)
+    ctx = multiprocessing.get_context("fork")
+    for _ in range(3):
+        lock.write_text(f"{_dead_pid()} {platform.node()}\n")
+        barrier, results, done = ctx.Barrier(6), ctx.Queue(), ctx.Event()
+        workers = [ctx.Process(target=_claim_at_once, args=(run_dir, barrier, results, done)) for _ in range(6)]
+        for w in workers:
+            w.start()
+        won = [results.get(timeout=30) for _ in workers]
+        done.set()
+        for w in workers:
+            w.join(30)
+        assert sum(won) == 1, f"{sum(won)} processes hold the same run"
 
 
 def test_a_run_finished_by_another_process_after_planning_is_not_trained_again(tmp_path):

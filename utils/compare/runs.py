@@ -1,6 +1,7 @@
 """A run's folder: reading what it holds, whether it is finished, claiming it, and training it as a child process."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -12,9 +13,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import yaml
+
+try:
+    import fcntl
+except ImportError:  # Windows: claims stay atomic (O_EXCL); only the stale takeover is unguarded
+    fcntl = None
 
 from utils.compare.strategies import Strategy
 from utils.files import write_json_atomic
@@ -222,6 +228,25 @@ def lock_holder(lock: Path) -> str | None:
     return f"pid {pid} on {host}"
 
 
+@contextlib.contextmanager
+def _claims_guard(folder: Path) -> Iterator[None]:
+    """Serialise claiming within one split folder on this host.
+
+    Without it two processes can both judge a claim stale, and the second one's removal deletes the claim
+    the first has just made: both would train the same run. The guard file stays (removing a file others
+    may be waiting to lock reopens the race); the kernel releases the lock when its process dies.
+    """
+    if fcntl is None:
+        yield
+        return
+    with open(folder / ".claims.guard", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def claim_run(run_dir: Path) -> Path | None:
     """Claim a run for this process, so two compare.py processes sharing a comparison never train, or
     clear, the same run; returns the claim file to remove when done, or None when a live process holds it.
@@ -230,18 +255,20 @@ def claim_run(run_dir: Path) -> Path | None:
     """
     lock = lock_path(run_dir)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
+    with _claims_guard(lock.parent):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             if lock_holder(lock) is not None:
                 return None
             lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return None  # made meanwhile by a process on another host (it does not take this guard)
         with os.fdopen(fd, "w") as f:
             f.write(f"{os.getpid()} {platform.node()}\n")
-        return lock
-    return None
+    return lock
 
 
 def train_if_free(plan: Plan, epochs: int, train: Callable[[Plan], dict]) -> tuple[str, dict | None]:
