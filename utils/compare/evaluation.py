@@ -68,7 +68,11 @@ def evaluate_checkpoint(weights: Path, data_yaml: Path, settings: EvalSettings) 
 
 
 def evaluation_key(weights: Path, data_yaml: Path, settings: EvalSettings) -> dict:
-    """What an evaluation depends on: the checkpoint file, the dataset YAML's text and the evaluation settings."""
+    """What an evaluation depends on: the checkpoint file, the dataset YAML's text and the evaluation settings.
+
+    The device and worker count are left out on purpose: they change the figures only in float rounding,
+    and a comparison resumed on another machine should keep the evaluations it already has.
+    """
     stat = weights.stat()
     return {"checkpoint": weights.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
             "data": str(data_yaml), "data_sha256": hashlib.sha256(Path(data_yaml).read_bytes()).hexdigest(),
