@@ -16,6 +16,13 @@ def test_valid_curve_keeps_validated_epochs_in_minutes():
     assert [(r["epoch"], r["elapsed_min"]) for r in rows] == [(1, 2.0), (3, 4.0)]
 
 
+def test_a_run_that_shared_the_cpu_can_be_put_on_a_clock_measured_alone():
+    history = _history([0, 1, 2, 3])
+    history["epochs"][3]["elapsed_s"] = 999.0  # its own clock counted another job's time
+    rows = curve(history, minutes_per_epoch=0.5)
+    assert [(r["epoch"], r["elapsed_min"]) for r in rows] == [(1, 1.0), (3, 2.0)]
+
+
 def test_saved_checkpoints_are_the_periodic_ones_in_epoch_order_then_last(tmp_path: Path):
     weights = tmp_path / "weights"
     weights.mkdir()
