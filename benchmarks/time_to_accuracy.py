@@ -97,7 +97,8 @@ def main() -> None:
     p.add_argument("--map50", type=float, default=0.60)
     p.add_argument("--view-acc", type=float, default=0.85)
     p.add_argument("--budget-min", type=float, default=60.0)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "time_to_accuracy", help="writes OUT.csv and OUT.png")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "time_to_accuracy",
+                   help="writes OUT.csv and OUT.png")
     p.add_argument("--test-data", default="", help="dataset YAML with a test split: evaluate saved checkpoints on it")
     p.add_argument("--img", type=int, default=320, help="image size for --test-data")
     p.add_argument("--view-ceiling", type=float, default=None, help="the test split's view-label ceiling (a line)")
@@ -133,7 +134,7 @@ def main() -> None:
     ax.axvline(opt.budget_min, color="grey", linestyle="--", linewidth=1, label=f"{opt.budget_min:.0f} min budget")
     clock = ("min, validation included" if opt.minutes_per_epoch is None
              else f"min: epochs x {opt.minutes_per_epoch:.2f} measured alone")
-    ax.set(xlabel=f"training wall time ({clock})", ylabel="valid metric", ylim=(0, 1),
+    ax.set(xlabel=f"training wall time ({clock})", ylabel="valid (and test) metric", ylim=(0, 1),
            title=f"time to accuracy: {opt.run.name} ({history['run'].get('script', 'train.py')})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -144,7 +145,8 @@ def main() -> None:
     for key, target in (("mAP50", opt.map50), ("view_accuracy", opt.view_acc)):
         hit = first_reached(rows, key, target)
         best = max(rows, key=lambda r: r[key])
-        print(f"  {key} >= {target}: " + (f"first at epoch {hit['epoch']}, {hit['elapsed_min']:.1f} min" if hit else "not reached")
+        first = f"first at epoch {hit['epoch']}, {hit['elapsed_min']:.1f} min" if hit else "not reached"
+        print(f"  {key} >= {target}: " + first
               + f"; best {best[key]:.3f} at epoch {best['epoch']} ({best['elapsed_min']:.1f} min)")
     for r in tests:
         print(f"  test, {r['checkpoint']} (epoch {r['epoch']}, {r['elapsed_min']:.1f} min): "

@@ -188,12 +188,14 @@ How to read this:
   figures are read where the detector peaked (the epoch-choice table shows what that costs). dual keeps each
   network at its own best epoch (train_dual.py's default --fitness per-network): they share nothing.
 - Every strategy trains with a derived hyp: the given --hyp with mosaic, mixup and copy_paste set to 0 (the
-  engine does that for any run with a view task, so detection_only gets the same augmentation) and
+  engine does that for any run with a view task, so detection_only gets the same augmentation), unless it sets
+  mask_mixed_views: true (then they stay on in every run and mixed images train detection only), and
   det_task / view_task set per strategy (fixed_w<v>: 1 / v; view_only: 0 / 1; the others keep the given values).
 - train time: wall time of the child process (start-up, data scan, training, validation, final validation,
   plots). train loop: elapsed_s of the last epoch in training_history.json. step: median over epochs of the
   epoch's train_s (its batches alone; time_s, which adds validation and checkpoint, for histories written
-  before train_s existed) / iterations per epoch (from the progress bar). peak RSS: ru_maxrss of the child from os.wait4 (its largest process, not the sum with loader workers).
+  before train_s existed) / iterations per epoch (from the progress bar). peak RSS: ru_maxrss of the child
+  from os.wait4 (its largest process, not the sum with loader workers).
   parameters / GFLOPs: model.info(imgsz) of the evaluated checkpoint, unfused.
 - Time columns are wall times on a machine that may have been shared (--jobs, or other work): compare them
   within one report with care; benchmarks/strategy_speed.py measures clean cost ratios in one process.
