@@ -32,5 +32,10 @@ run: $(STAMP)
 		--line-thickness 1 --name $(RUN) --exist-ok
 	$(PY) -m utils.first_run runs/train/$(RUN) runs/val/$(RUN) runs/detect/$(RUN)
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), whole files per process (module fixtures are built
+# once), one thread each: the suite is mostly small models and child processes, which two cores run
+# side by side better than one process on two threads. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+test: export OMP_NUM_THREADS = 1
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests

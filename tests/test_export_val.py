@@ -1,4 +1,4 @@
-"""val.py on exported files gives the checkpoint's figures on the med valid split (183 images, 320).
+"""val.py on exported files gives the checkpoint's figures on the med valid split (320; joint and dual on 64 images).
 
 Dynamic exports run exactly the checkpoint's inputs (rectangular batches of 32), so mAP50 and mAP50-95
 must agree to 3 decimals and the view accuracy exactly. A fixed-size export runs batch 1 on square
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import torch
+import yaml
 
 import export
 import val
@@ -67,13 +68,25 @@ def test_yolov5_checkpoint_and_its_exports_give_the_same_map(tmp_path: Path):
     assert "exported for 320x320" in message and "best.onnx" in message and "\n" not in message
 
 
-def test_joint_and_dual_exports_give_the_same_view_accuracy(tmp_path: Path):
+def first_valid_images(tmp_path: Path, med_root: Path, n: int) -> str:
+    """data/med.yaml with val cut to its first n images (two rectangular batches of 32 are enough to compare)."""
+    listing = tmp_path / f"valid_{n}.txt"
+    listing.write_text("".join(f"{p}\n" for p in sorted((med_root / "valid" / "images").glob("*.png"))[:n]))
+    cfg = yaml.safe_load(Path("data/med.yaml").read_text())
+    cfg.update(path=str(med_root), train=str(listing), val=str(listing))
+    (tmp_path / "med_valid.yaml").write_text(yaml.safe_dump(cfg))
+    return str(tmp_path / "med_valid.yaml")
+
+
+def test_joint_and_dual_exports_give_the_same_view_accuracy(tmp_path: Path, med_root: Path):
     checkpoints = make_checkpoints(tmp_path)
+    data = first_valid_images(tmp_path, med_root, 64)
     for kind in ("joint", "dual"):
         export.run(export.parse_opt(["--weights", str(checkpoints[kind]), "--include", "onnx", "--imgsz", "320",
                                      "--dynamic"]))
-        reference = validate(checkpoints[kind], "data/med.yaml", tmp_path)
-        exported = validate(checkpoints[kind].with_suffix(".onnx"), "data/med.yaml", tmp_path)
+        reference = validate(checkpoints[kind], data, tmp_path)
+        assert (reference.n_images, reference.view.n) == (64, 64)
+        exported = validate(checkpoints[kind].with_suffix(".onnx"), data, tmp_path)
         assert figures(exported) == figures(reference), kind
         assert exported.view.accuracy == reference.view.accuracy, kind
         assert (exported.view.confusion == reference.view.confusion).all(), kind
