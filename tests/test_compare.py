@@ -387,7 +387,8 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     assert "### Metrics on the held-out test set" in (root / "report.md").read_text()
     # val and test list the train images here: each frame's nearest train frame is itself, the ceiling 1
     assert "view acc (ceiling 1.000)" in (root / "report.md").read_text()
-    assert json.loads((root / "derived" / "view_ceiling_med_views.json").read_text())["ceilings"]["val"]["n"] == 4
+    val_ceiling = json.loads((root / "derived" / "view_ceiling_med_views.json").read_text())["ceilings"]["val"]
+    assert val_ceiling["n"] == 4 and val_ceiling["near_share"] == 1.0, "every frame's twin is itself: a bound"
     assert (root / "metric_vs_cost_med_views.png").is_file() and (root / "tradeoff_med_views.png").is_file()
     assert "cls_names" not in yaml.safe_load((root / "derived" / "data_med_views_detection_only.yaml").read_text())
     assert yaml.safe_load((root / "derived" / "hyp_fixed_w1.yaml").read_text())["view_task"] == 1.0

@@ -333,3 +333,12 @@ def test_view_label_ceiling_beside_every_view_accuracy_and_on_the_tradeoff_plot(
     agg = aggregate(rows, ["mAP50", "view_accuracy", "test_mAP50", "test_view_accuracy"])
     plot_tradeoff(agg, "s", ["fixed_w0.1", "gradnorm"], tmp_path / "tradeoff.png", ceilings["s"])
     assert (tmp_path / "tradeoff.png").stat().st_size > 0
+
+    # a patient-grouped split: no held-out frame has a near-identical train frame, so the copy is no bound
+    for c in ceilings["s"].values():
+        c["near_share"] = 0.0
+    grouped = build_report(command="c", date="d", machine="m", settings={"name": "t", "epochs": 1, "seeds": [0],
+                           "extra": ""}, splits={"s": Path("x.yaml")}, strategies=["fixed_w0.1", "gradnorm"],
+                           rows=rows, stage_summaries={}, failures=[], plots={}, ceilings=ceilings)
+    assert "view acc (copy 0.557)" in grouped and "view acc (copy 0.682)" in grouped and "ceiling 0." not in grouped
+    assert "memorisation baseline, not a bound" in grouped and "val 0%, test 0%" in grouped

@@ -20,6 +20,7 @@ from utils.evaluation.view_metrics import compute_view_metrics, view_confusion
 
 BIN_EDGES = (-1.0, 0.90, 0.95, 0.97, 0.99, 1.0)  # correlation bins of the agreement table, ascending
 K_VOTE = 5  # neighbours in the majority-vote variant
+NEAR = BIN_EDGES[1]  # a nearest train frame this correlated is the same scene (video); below, another one
 
 
 def majority_vote(neighbour_labels: np.ndarray) -> np.ndarray:
@@ -151,6 +152,8 @@ def split_ceilings(data_yaml: str | Path) -> dict[str, dict[str, float]]:
 
     The model-free part of `python -m utils.audit` that other tools print beside a view accuracy (the
     comparison's report): empty without a view task. Reads every image once (seconds to a minute).
+    near_share: the share of frames whose nearest train frame correlates >= NEAR. The copy bounds a model
+    only where most frames have such a twin; on a patient-grouped split it is a memorisation baseline.
     """
     from utils.audit.records import load_records
     from utils.data.dataset_yaml import check_dataset
@@ -162,5 +165,6 @@ def split_ceilings(data_yaml: str | Path) -> dict[str, dict[str, float]]:
         return {}
     records, signatures = load_records(dataset_splits(dataset), dataset["nc"], len(cls_names))
     data = AuditData(records, signatures, dataset["names"], cls_names, dataset["path"])
-    return {c.split: {"accuracy": c.accuracy, "balanced": c.balanced, "majority_rate": c.majority_rate, "n": c.n}
+    return {c.split: {"accuracy": c.accuracy, "balanced": c.balanced, "majority_rate": c.majority_rate, "n": c.n,
+                      "near_share": float((c.corr >= NEAR).mean())}
             for c in compute_ceilings(data, None)}

@@ -20,8 +20,14 @@ from utils.logger import LOGGER
 def _key(data_yaml: Path) -> str:
     """A digest of the split's image lists and view names: the ceiling changes only when they do."""
     dataset = check_dataset(data_yaml)
-    content = {"splits": dataset_splits(dataset), "cls_names": dataset.get("cls_names")}
+    content = {"splits": dataset_splits(dataset), "cls_names": dataset.get("cls_names"), "fields": 2}  # 2: near_share
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_bound(ceiling: dict) -> bool:
+    """Whether the nearest-train-frame copy bounds a model here: most held-out frames have a near-identical train
+    frame (the same video). Where they do not (a patient-grouped split) it is a memorisation baseline instead."""
+    return ceiling.get("near_share", 1.0) >= 0.5
 
 
 def view_ceilings(splits: dict[str, Path], cache_dir: Path) -> dict[str, dict[str, dict[str, float]]]:

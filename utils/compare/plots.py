@@ -6,6 +6,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from utils.compare.ceilings import is_bound
 from utils.compare.columns import LABELS, SINGLE_TASK, TEST_PREFIX, not_applicable
 from utils.compare.stats import NO_STAT, Stat, finite_number, has_test_figures
 from utils.compare.strategies import parse_fixed_weight
@@ -84,8 +85,9 @@ def plot_tradeoff(agg: dict, split: str, strategies: list[str], path: Path, ceil
             ax.axvline(view_ref, ls=":", color="grey", lw=1, label="view_only view accuracy")
         ceiling = (ceilings or {}).get("test" if prefix else "val")
         if ceiling:
+            what = "view-label ceiling" if is_bound(ceiling) else "nearest-train-frame copy (no bound here)"
             ax.axvline(ceiling["accuracy"], ls="-.", color="tab:red", lw=1,
-                       label=f"view-label ceiling {ceiling['accuracy']:.3f} (nearest train frame)")
+                       label=f"{what} {ceiling['accuracy']:.3f}")
         sweep = sorted((parse_fixed_weight(s), s) for s in strategies if parse_fixed_weight(s) is not None)
         line = [(stat(s, "view_accuracy").mean, stat(s, "mAP50").mean) for _, s in sweep]
         line = [xy for xy in line if None not in xy]
