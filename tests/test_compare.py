@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -190,6 +191,41 @@ def test_processes_racing_for_a_stale_claim_take_it_once(tmp_path, monkeypatch):
         for w in workers:
             w.join(30)
         assert sum(won) == 1, f"{sum(won)} processes hold the same run"
+
+
+KEEP_CHILD = """
+import sys
+from pathlib import Path
+from utils.compare.runs import children_stop_with_this_process, run_child
+tmp = Path(sys.argv[1])
+child = "import os, time; open(%r, 'w').write(str(os.getpid())); time.sleep(120)" % str(tmp / "pid.txt")
+with children_stop_with_this_process():
+    run_child([sys.executable, "-c", child], tmp / "out.log", tmp / "err.log")
+"""
+
+
+def test_sigterm_on_the_comparison_stops_its_training_child(tmp_path):
+    """`kill <compare.py>` must not leave a child training on, orphaned, in a folder whose claim is released."""
+    parent = subprocess.Popen([sys.executable, "-c", KEEP_CHILD, str(tmp_path)], cwd=ROOT)
+    pid_file, child = tmp_path / "pid.txt", None
+    try:
+        deadline = time.time() + 60
+        while child is None and time.time() < deadline:
+            text = pid_file.read_text().strip() if pid_file.is_file() else ""
+            child = int(text) if text.isdigit() else None
+            time.sleep(0.1)
+        assert child is not None, "the child never started"
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(30) == 128 + signal.SIGTERM
+        with pytest.raises(ProcessLookupError):
+            os.kill(child, 0)  # killed and reaped, not orphaned
+    finally:
+        parent.kill()
+        if child is not None:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_a_run_finished_by_another_process_after_planning_is_not_trained_again(tmp_path):

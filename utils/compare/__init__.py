@@ -38,7 +38,8 @@ plots are written. --jobs N trains N runs at once (children get OMP_NUM_THREADS 
 unless it is set); their time columns then include the sharing. Several compare processes
 may share one comparison (one per split, or more to use idle cores): each claims a run
 before training it (PROJECT/NAME/<split>/.<run>.lock, pid and host), skips runs a live
-process holds, and takes over a claim whose process is gone. --report-only trains
+process holds, and takes over a claim whose process is gone. Stopping compare.py (Ctrl-C, or
+`kill`, SIGTERM) stops its training children too; the next run continues them from last.pt. --report-only trains
 nothing and writes an interim report of the runs finished so far, listing the rest as not
 run: a progress check on a long comparison.
 

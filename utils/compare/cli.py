@@ -20,8 +20,8 @@ from utils.compare.ceilings import view_ceilings
 from utils.compare.plots import plot_curves, plot_metric_vs_cost, plot_tradeoff
 from utils.compare.report import build_report, machine_line
 from utils.compare.run_rows import collect_row
-from utils.compare.runs import (Plan, child_env, load_cost, lock_holder, lock_path, read_history, run_finished,
-                                run_name, stderr_tail, train_if_free, train_run)
+from utils.compare.runs import (Plan, child_env, children_stop_with_this_process, load_cost, lock_holder, lock_path,
+                                read_history, run_finished, run_name, stderr_tail, train_if_free, train_run)
 from utils.compare.stats import aggregate, with_delta_m
 from utils.compare.strategies import (DEFAULT_VIEW_WEIGHTS, build_command, check_extra_args, derived_hyp,
                                       detection_only_content, resolve_strategies, split_labels, strategy_spec,
@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None, entry: list[str] | None = None) -> Path 
     settings = eval_settings(extra)
     labels = {plan.run_dir: f"[{i}/{len(plans)}] {plan.split} {run_name(plan.strategy.name, plan.seed)}"
               for i, plan in enumerate(plans, 1)}
-    costs = train_missing(plans, opt, labels)
+    with children_stop_with_this_process():
+        costs = train_missing(plans, opt, labels)
     collected = collect_runs(plans, costs, opt.epochs, settings, labels)
 
     root.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,10 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +134,36 @@ def child_env(jobs: int, environ: Mapping[str, str] | None = None, cpus: int | N
     return env
 
 
+_LIVE_CHILDREN: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def children_stop_with_this_process() -> Iterator[None]:
+    """Make SIGTERM (`kill`, a job scheduler's stop) end the training children too.
+
+    By default SIGTERM ends this process at once, and each child trains on, orphaned, into a folder whose
+    claim is gone: the next compare.py would clear it under the running child. Inside this block SIGTERM
+    kills every live child (its last.pt stays whole: checkpoints are written atomically), then exits
+    with 128 + the signal number. Ctrl-C already does the same through run_child.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        with _LIVE_LOCK:
+            for proc in _LIVE_CHILDREN:
+                proc.kill()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_child(cmd: list[str], stdout_path: Path, stderr_path: Path, env: dict[str, str] | None = None,
               append: bool = False) -> ChildResult:
     """Run `cmd`, output to the two files; wall time from start to os.wait4, peak RSS from its rusage."""
@@ -140,12 +172,17 @@ def run_child(cmd: list[str], stdout_path: Path, stderr_path: Path, env: dict[st
     with open(stdout_path, mode) as out, open(stderr_path, mode) as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        with _LIVE_LOCK:
+            _LIVE_CHILDREN.add(proc)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
             proc.kill()
             proc.wait()
             raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE_CHILDREN.discard(proc)
         wall = time.perf_counter() - t0
     rc = os.waitstatus_to_exitcode(status)
     proc.returncode = rc  # reaped by wait4: tell Popen so it does not wait again
