@@ -11,9 +11,9 @@ MED_NAMES = ["AR", "MR", "PR", "TR"]
 MED_VIEWS = ["PSAX", "PLAX", "A4C"]
 
 
-def med_subset_yaml(tmp: Path, med_root: Path, n: int = 8, with_views: bool = True) -> Path:
-    """A dataset YAML whose train and val are a .txt list of the first n med train images (labels found beside them)."""
-    images = sorted((med_root / "train" / "images").glob("*.png"))[:n]
+def med_subset_yaml(tmp: Path, med_root: Path, n: int = 8, with_views: bool = True, split: str = "train") -> Path:
+    """A dataset YAML whose train and val are a .txt list of the first n images of a med split (labels beside them)."""
+    images = sorted((med_root / split / "images").glob("*.png"))[:n]
     listing = tmp / f"med_{n}.txt"
     listing.write_text("\n".join(str(p) for p in images) + "\n")
     cfg = {"train": str(listing), "val": str(listing), "names": MED_NAMES}

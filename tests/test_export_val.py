@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 import torch
-import yaml
 
 import export
 import val
@@ -23,6 +22,7 @@ from utils.data.dataset_yaml import check_dataset
 from utils.data.loaders import create_dataloader
 from utils.evaluation.validation import evaluate
 from tests.export_models import make_checkpoints
+from tests.helpers import med_subset_yaml
 from tests.yolov5_files import MED_E20, fixture
 
 
@@ -68,19 +68,9 @@ def test_yolov5_checkpoint_and_its_exports_give_the_same_map(tmp_path: Path):
     assert "exported for 320x320" in message and "best.onnx" in message and "\n" not in message
 
 
-def first_valid_images(tmp_path: Path, med_root: Path, n: int) -> str:
-    """data/med.yaml with val cut to its first n images (two rectangular batches of 32 are enough to compare)."""
-    listing = tmp_path / f"valid_{n}.txt"
-    listing.write_text("".join(f"{p}\n" for p in sorted((med_root / "valid" / "images").glob("*.png"))[:n]))
-    cfg = yaml.safe_load(Path("data/med.yaml").read_text())
-    cfg.update(path=str(med_root), train=str(listing), val=str(listing))
-    (tmp_path / "med_valid.yaml").write_text(yaml.safe_dump(cfg))
-    return str(tmp_path / "med_valid.yaml")
-
-
 def test_joint_and_dual_exports_give_the_same_view_accuracy(tmp_path: Path, med_root: Path):
     checkpoints = make_checkpoints(tmp_path)
-    data = first_valid_images(tmp_path, med_root, 64)
+    data = str(med_subset_yaml(tmp_path, med_root, n=64, split="valid"))  # two rectangular batches of 32
     for kind in ("joint", "dual"):
         export.run(export.parse_opt(["--weights", str(checkpoints[kind]), "--include", "onnx", "--imgsz", "320",
                                      "--dynamic"]))

@@ -2,7 +2,9 @@
 
 A view accuracy means little without what the labels allow: copying the view of the nearest train frame
 (utils/audit/ceiling.py) scores 0.667 on the shipped med valid split, where every trained model lands.
-Computed once per split and kept in PROJECT/NAME/derived/ until the split's image lists change.
+It is a ceiling only where most held-out frames have a near-identical train frame (is_bound); on a
+patient-grouped split it is a memorisation baseline and the report calls it a copy. Computed once per
+split and kept in PROJECT/NAME/derived/ until the split's image lists change.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def is_bound(ceiling: dict) -> bool:
 
 
 def view_ceilings(splits: dict[str, Path], cache_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
-    """{comparison split: {held-out split ('val', 'test'): accuracy, balanced, majority_rate, n}}; {} per split
+    """{comparison split: {held-out split: accuracy, balanced, majority_rate, n, near_share}}; {} per split
     without a view task. A split whose images cannot be read gets no ceiling and a warning, never an error."""
     result = {}
     for name, data_yaml in splits.items():

@@ -228,7 +228,7 @@ def ceiling_line(ceilings: dict[str, dict]) -> list[str]:
     shares = ", ".join(f"{s} {c.get('near_share', 1.0):.0%}" for s, c in ceilings.items())
     return [f"View-label copy (the view of the nearest train frame, `python -m utils.audit`): {figures}. Few held-out "
             f"frames have a near-identical train frame (correlation >= 0.90: {shares}), so the copy is a "
-            "memorisation baseline, not a bound: a model that learnt the views beats it, and only label noise "
+            "memorisation baseline, not a bound: a model that learnt the views can beat it, and only label noise "
             "within videos caps it.", ""]
 
 
