@@ -6,30 +6,14 @@ import platform
 from pathlib import Path
 
 from utils.compare.ceilings import is_bound
+from utils.compare.conclusion import conclusion_section
 from utils.compare.columns import (COST_COLUMNS, DETECTION_COLUMNS, DIGITS, EPOCH_CHOICE_COLUMNS,
                                    INTERFERENCE_COLUMNS, LABELS, SINGLE_TASK, TEST_PREFIX, VIEW_COLUMNS,
                                    not_applicable, ordered_columns)
 from utils.compare.stats import (NO_STAT, Stat, aggregate, aggregate_stages, best_fixed, best_fixed_criterion,
                                  has_test_figures, with_delta_m)
-from utils.compare.strategies import ADAPTIVE, parse_fixed_weight
-
-
-REMEDIES = (*ADAPTIVE, "dual")  # what the report weighs against the sweep and the single-task runs
-
-
-def format_stat(stat: Stat | None, digits: int = 3, thousands: bool = False) -> str:
-    """'0.433 ± 0.021', '0.433' for one value, 'n/a' for none."""
-    if stat is None or stat.mean is None:
-        return "n/a"
-    fmt = f"{{:,.{digits}f}}" if thousands else f"{{:.{digits}f}}"
-    return fmt.format(stat.mean) + ("" if stat.sd is None else " ± " + fmt.format(stat.sd))
-
-
-def format_percent(stat: Stat) -> str:
-    """A delta_m Stat as signed percent, with the sd when there is one."""
-    if stat.mean is None:
-        return "n/a"
-    return f"{100 * stat.mean:+.1f}" + ("" if stat.sd is None else f" ± {100 * stat.sd:.1f}") + " %"
+from utils.compare.strategies import REMEDIES, parse_fixed_weight
+from utils.compare.wording import format_percent, format_stat, versus
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -76,24 +60,6 @@ def delta_m_table(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strat
                           table)
 
 
-def _versus(a: str, sa: Stat, b: str, sb: Stat, label: str) -> str:
-    """One metric of a against b: both means, which is higher, and whether the gap beats the larger sd."""
-    diff = sa.mean - sb.mean
-    sds = [s.sd for s in (sa, sb) if s.sd is not None]
-    if not sds:
-        noise = "sd n/a with one seed"
-    elif len(sds) == 1:  # one side has a single seed: its spread is unknown, so no claim against the noise
-        noise = f"sd n/a: {a if sa.sd is None else b} has one seed"
-    else:
-        larger = max(sds)
-        noise = f"sd {format_stat(Stat(sa.sd, None, 1))} vs {format_stat(Stat(sb.sd, None, 1))}; the difference is " \
-                f"{'larger' if abs(diff) > larger else 'not larger'} than the larger sd"
-    if diff == 0:
-        return f"{label} {sa.mean:.3f} for both ({noise})"
-    higher = a if diff > 0 else b
-    return f"{label} {sa.mean:.3f} vs {sb.mean:.3f}, {higher} higher by {abs(diff):.3f} ({noise})"
-
-
 def comparison_sentences(agg: dict[tuple[str, str], dict[str, Stat]], split: str, strategies: list[str]) -> list[str]:
     """Each remedy (balancers, dual) against the best fixed weight and against the single-task runs.
 
@@ -122,7 +88,7 @@ def comparison_sentences(agg: dict[tuple[str, str], dict[str, Stat]], split: str
                 continue
             pairs = [(stats.get(prefix + c, NO_STAT), ref_stats.get(prefix + c, NO_STAT), label)
                      for c, label in columns]
-            parts = [_versus(strategy, a, reference, b, label) for a, b, label in pairs
+            parts = [versus(strategy, a, reference, b, label) for a, b, label in pairs
                      if a.mean is not None and b.mean is not None]
             if parts:
                 sentences.append(f"{strategy} vs {reference} ({where}): " + "; ".join(parts) + ".")
@@ -300,6 +266,7 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
         out += [f"**Interim report: {len(rows) - len(pending)} of {len(rows)} runs finished** (written with "
                 "--report-only; the n column counts the seeds each figure rests on; the runs still missing "
                 "are listed at the end).", ""]
+    out += conclusion_section(agg, rows, list(splits), strategies, ceilings)
     out += [NOTES]
     for split, data in splits.items():
         out += split_section(agg, split, data, strategies, [r for r in rows if r["split"] == split],

@@ -14,6 +14,9 @@ from utils.paths import ROOT
 from utils.training.run_setup import MIXING_AUGMENTATIONS
 
 ADAPTIVE = ("gradnorm", "uncertainty", "pcgrad")
+# What the report weighs against the sweep and the single-task runs: the balancers, the frozen-weights ablation
+# (GradNorm's mean weights held fixed) and the independent backbones.
+REMEDIES = (*ADAPTIVE, "gradnorm_frozen", "dual")
 DEFAULT_VIEW_WEIGHTS = (0.1, 0.3, 1.0, 3.0)
 SCRIPTS = {"train": "train.py", "gradnorm": "train_gradnorm.py", "dual": "train_dual.py"}
 # Flags the comparison sets itself; giving them after `--` would make the runs disagree with the folders.

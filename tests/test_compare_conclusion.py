@@ -1,0 +1,95 @@
+"""The report's conclusion section on hand-made rows whose figures are worked out by hand in the comments."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from utils.compare.conclusion import conclusion_section, paired_difference
+from utils.compare.report import build_report
+from utils.compare.stats import aggregate, with_delta_m
+
+
+def row(strategy: str, seed: int, m: float | None, v: float | None, step_ms: float = 100.0, status: str = "ok"):
+    """One finished run; val figures equal the test figures so the val pick of the sweep is easy to follow."""
+    return {"split": "p", "strategy": strategy, "seed": seed, "status": status, "mAP50": m, "view_accuracy": v,
+            "test_mAP50": m, "test_view_accuracy": v, "step_ms": step_ms, "parameters": 1000}
+
+
+def comparison_rows() -> list[dict]:
+    return [
+        row("detection_only", 0, 0.18, None), row("detection_only", 1, 0.22, None),  # mAP50 reference 0.20
+        row("view_only", 0, None, 0.68), row("view_only", 1, None, 0.72),  # view reference 0.70
+        # delta_m per seed: ((0.22 - 0.2) / 0.2 + 0) / 2 = 0.05 and ((0.26 - 0.2) / 0.2) / 2 = 0.15 -> +10.0 ± 7.1 %
+        row("gradnorm", 0, 0.22, 0.70, step_ms=120), row("gradnorm", 1, 0.26, 0.70, step_ms=120),
+        # 0.05 and ((0.24 - 0.2) / 0.2) / 2 = 0.10 -> +7.5 ± 3.5 %
+        row("gradnorm_frozen", 0, 0.22, 0.70), row("gradnorm_frozen", 1, 0.24, 0.70),
+        row("dual", 0, 0.20, 0.63), row("dual", 1, 0.20, 0.63),  # (0 - 0.1) / 2 = -5.0 ± 0.0 %
+        row("fixed_w0.1", 0, 0.16, 0.70), row("fixed_w0.1", 1, 0.16, 0.70),  # -10 %: the val pick of the sweep
+        row("fixed_w1", 0, 0.04, 0.72), row("fixed_w1", 1, 0.04, 0.72),  # (-0.8 + 0.0286) / 2 = -38.6 %
+        row("fixed_w1", 2, None, None, status="not_run"),
+    ]
+
+
+STRATEGIES = ["detection_only", "view_only", "fixed_w0.1", "fixed_w1", "gradnorm", "gradnorm_frozen", "dual"]
+CEILINGS = {"p": {"val": {"accuracy": 0.60, "balanced": 0.55, "majority_rate": 0.5, "n": 10, "near_share": 0.0},
+                  "test": {"accuracy": 0.65, "balanced": 0.6, "majority_rate": 0.5, "n": 10, "near_share": 0.0}}}
+
+
+def conclusion(rows: list[dict], strategies: list[str] = STRATEGIES, ceilings: dict | None = None) -> str:
+    rows = with_delta_m(rows)
+    agg = aggregate(rows, ["mAP50", "view_accuracy", "test_mAP50", "test_view_accuracy", "delta_m", "test_delta_m",
+                           "step_ms", "parameters"])
+    return "\n".join(conclusion_section(agg, rows, ["p"], strategies, ceilings))
+
+
+def test_paired_difference_uses_only_the_seeds_both_finished():
+    rows = [row("gradnorm", 0, 0.30, 0.7), row("gradnorm", 1, 0.34, 0.7), row("gradnorm", 2, 0.20, 0.7),
+            row("gradnorm_frozen", 0, 0.28, 0.7), row("gradnorm_frozen", 1, 0.30, 0.7),
+            row("gradnorm_frozen", 2, 0.9, 0.7, status="failed")]
+    diff = paired_difference(rows, "p", "gradnorm", "gradnorm_frozen", "test_mAP50")
+    assert diff.n == 2 and diff.mean == pytest.approx(0.03) and diff.sd == pytest.approx(0.02 ** 0.5 / 10)
+
+
+def test_conclusion_names_the_winner_its_margin_and_what_it_means():
+    text = conclusion(comparison_rows(), ceilings=CEILINGS)
+    assert "### `p`: 14 of 15 runs finished" in text
+    assert ("**gradnorm** has the highest delta_m on the test set: +10.0 ± 7.1 % (n 2); next gradnorm_frozen "
+            "+7.5 ± 3.5 %: a gap of 2.5 points, not larger than the larger sd, so this data does not separate them"
+            in text)
+    # the sweep's pick is its smallest weight, and GradNorm's mAP50 lead over it (0.08) beats the sd (0.028)
+    assert "Tuned fixed weight: fixed_w0.1, picked on val by delta_m among 2 weights (0.1, 1)." in text
+    assert "gradnorm differs from it by more than the larger sd on at least one metric" in text
+    assert "It is at the end of the sweep" in text
+    # paired by seed: mAP50 differences 0.00 and 0.02 -> +0.010 ± 0.014; view differences 0 -> within the spread
+    assert "(n 2): mAP50 +0.010 ± 0.014; view accuracy +0.000 ± 0.000; within the spread on both" in text
+    assert "gradnorm takes 120 ± 0 ms per training step against 100 ± 0 ms for fixed_w0.1 (1.20x" in text
+    assert "Interference: not measured in these runs" in text
+    assert "spans 0.630-0.720 over the strategies; copying the view of the nearest train frame scores 0.650" in text
+    assert "memorisation baseline" in text
+
+
+def test_a_tuned_fixed_weight_that_wins_is_named_as_enough():
+    rows = [r for r in comparison_rows() if r["strategy"] not in ("gradnorm", "gradnorm_frozen")]
+    rows += [row("fixed_w0.3", 0, 0.24, 0.72), row("fixed_w0.3", 1, 0.24, 0.72)]
+    text = conclusion(rows, [*STRATEGIES, "fixed_w0.3"])
+    assert "**fixed_w0.3** has the highest delta_m" in text
+    assert "a tuned fixed weight is all this data needs" in text and "end of the sweep" not in text
+    assert "Schedule or ratio" not in text  # no gradnorm pair to read it from
+
+
+def test_no_winner_without_the_single_task_runs_and_val_when_there_is_no_test_set():
+    rows = [{k: v for k, v in r.items() if not k.startswith("test_")} for r in comparison_rows()
+            if r["strategy"] in ("gradnorm", "fixed_w0.1", "fixed_w1")]
+    text = conclusion(rows)
+    assert "No winner yet: delta_m needs finished detection_only and view_only runs" in text
+    # without single-task runs the sweep is picked on the mean of mAP50 and view accuracy: (0.16 + 0.7) / 2 wins
+    assert "Tuned fixed weight: fixed_w0.1" in text
+
+
+def test_report_opens_with_the_conclusion():
+    report = build_report(command="c", date="d", machine="m", settings={"name": "t", "epochs": 2, "seeds": [0, 1],
+                          "extra": ""}, splits={"p": Path("p.yaml")}, strategies=STRATEGIES, rows=comparison_rows(),
+                          stage_summaries={}, failures=[], plots={}, ceilings=CEILINGS)
+    assert report.index("## Conclusion") < report.index("How to read this") < report.index("## Split `p`")
+    assert "**gradnorm** has the highest delta_m on the test set" in report

@@ -1,0 +1,191 @@
+"""The report's opening section: per split, which remedy wins, by how much, with what spread and at what cost;
+whether a tuned fixed weight matches it; whether GradNorm's moving weights matter; what the view labels allow.
+
+Written from the figures every time the report is, so an interim report says as much as its finished runs allow
+and no more. The winner is ranked by delta_m on the held-out test set where the split has one (nothing was chosen
+on it); the fixed weight that competes is the one picked on val, so the sweep is not graded on the images that
+would pick it.
+"""
+from __future__ import annotations
+
+from utils.compare.ceilings import is_bound
+from utils.compare.columns import TEST_PREFIX
+from utils.compare.stats import NO_STAT, Stat, best_fixed, finite_number, has_test_figures, mean_sd
+from utils.compare.strategies import REMEDIES, parse_fixed_weight
+from utils.compare.wording import beats_noise, format_percent, format_stat, versus
+
+Agg = dict[tuple[str, str], dict[str, Stat]]
+
+
+def paired_difference(rows: list[dict], split: str, a: str, b: str, column: str) -> Stat:
+    """Mean ± sd over seeds of a's column minus b's, on the seeds where both finished.
+
+    Pairing by seed holds the initial weights and the data order equal, so the spread left is what the strategies'
+    difference does, not what the seeds do.
+    """
+    by_seed: dict[object, dict[str, float]] = {}
+    for row in rows:
+        if row.get("split") != split or row.get("status") != "ok" or row.get("strategy") not in (a, b):
+            continue
+        value = finite_number(row.get(column))
+        if value is not None:
+            by_seed.setdefault(row.get("seed"), {})[row["strategy"]] = value
+    return mean_sd(pair[a] - pair[b] for pair in by_seed.values() if a in pair and b in pair)
+
+
+def ranked(agg: Agg, split: str, strategies: list[str], prefix: str) -> list[tuple[str, Stat]]:
+    """The remedies and the val-picked fixed weight that have a delta_m, best first."""
+    fixed = best_fixed(agg, split, strategies)
+    names = [s for s in dict.fromkeys([*REMEDIES, fixed]) if s and s in strategies and (split, s) in agg]
+    scored = [(s, agg[(split, s)].get(prefix + "delta_m", NO_STAT)) for s in names]
+    return sorted([(s, st) for s, st in scored if st.mean is not None], key=lambda item: -item[1].mean)
+
+
+def _stat(agg: Agg, split: str, strategy: str, column: str) -> Stat:
+    return (agg.get((split, strategy)) or {}).get(column, NO_STAT)
+
+
+def winner_sentences(agg: Agg, split: str, order: list[tuple[str, Stat]], prefix: str, where: str) -> list[str]:
+    """Who has the highest delta_m, against the runner-up's spread, and per task against training it alone."""
+    (win, score), rest = order[0], order[1:]
+    line = f"**{win}** has the highest delta_m on the {where}: {format_percent(score)} (n {score.n})"
+    if rest:
+        second, second_score = rest[0]
+        gap = 100 * (score.mean - second_score.mean)
+        separated = beats_noise(score, second_score)
+        verdict = {True: "larger than the larger sd", False: "not larger than the larger sd, so this data does not "
+                   "separate them", None: "against a one-seed sd, so no claim"}[separated]
+        line += f"; next {second} {format_percent(second_score)}: a gap of {gap:.1f} points, {verdict}"
+    out = [line + ". delta_m is the mean relative change of mAP50 and view accuracy against training each task alone "
+                  "(0 = as good as both alone)."]
+    parts = [versus(win, _stat(agg, split, win, prefix + c), ref, _stat(agg, split, ref, prefix + c), label)
+             for c, label, ref in (("mAP50", "mAP50", "detection_only"), ("view_accuracy", "view accuracy",
+                                                                           "view_only"))
+             if _stat(agg, split, win, prefix + c).mean is not None and _stat(agg, split, ref, prefix + c).mean
+             is not None]
+    if parts:
+        out.append(f"{win} against each task trained alone: " + "; ".join(parts) + ".")
+    return out
+
+
+def fixed_weight_sentence(agg: Agg, split: str, strategies: list[str], win: str | None, prefix: str,
+                          where: str) -> str | None:
+    """Whether the fixed weight picked on val matches the winner, and whether the sweep brackets it."""
+    fixed = best_fixed(agg, split, strategies)
+    if fixed is None:
+        return None
+    weights = sorted(w for s in strategies if (w := parse_fixed_weight(s)) is not None and (split, s) in agg)
+    edge = (" It is at the end of the sweep, so a weight beyond it might do better."
+            if len(weights) > 1 and parse_fixed_weight(fixed) in (weights[0], weights[-1]) else "")
+    head = f"Tuned fixed weight: {fixed}, picked on val by delta_m among {len(weights)} weights " \
+           f"({', '.join(f'{w:g}' for w in weights)})."
+    if win is None or win == fixed:
+        verdict = " It has the highest delta_m: a tuned fixed weight is all this data needs." if win == fixed else ""
+        return head + verdict + edge
+    columns = (("mAP50", "mAP50"), ("view_accuracy", "view accuracy"))
+    pairs = [(_stat(agg, split, win, prefix + c), _stat(agg, split, fixed, prefix + c), label) for c, label in columns]
+    pairs = [p for p in pairs if p[0].mean is not None and p[1].mean is not None]
+    if not pairs:
+        return head + edge
+    separated = [beats_noise(a, b) for a, b, _ in pairs]
+    if None in separated:
+        verdict = "one side has a single seed, so whether it matches is open"
+    elif not any(separated):
+        verdict = f"it matches {win} within the spread on both metrics"
+    else:
+        verdict = f"{win} differs from it by more than the larger sd on at least one metric"
+    details = "; ".join(versus(win, a, fixed, b, label) for a, b, label in pairs)
+    return f"{head} On the {where}: {verdict} ({details}).{edge}"
+
+
+def schedule_sentence(rows: list[dict], split: str, prefix: str, where: str) -> str | None:
+    """GradNorm against its own mean weights held fixed (gradnorm_frozen), paired by seed: is it the schedule?"""
+    diffs = [(label, paired_difference(rows, split, "gradnorm", "gradnorm_frozen", prefix + c))
+             for c, label in (("mAP50", "mAP50"), ("view_accuracy", "view accuracy"))]
+    diffs = [(label, d) for label, d in diffs if d.mean is not None]
+    if not diffs:
+        return None
+    n = diffs[0][1].n
+    figures = "; ".join(f"{label} {d.mean:+.3f}" + ("" if d.sd is None else f" ± {d.sd:.3f}") for label, d in diffs)
+    if n < 2:
+        reading = "one seed, so no claim"
+    elif all(abs(d.mean) <= d.sd for _, d in diffs):
+        reading = "within the spread on both: the weights' schedule adds nothing measurable, the ratio GradNorm " \
+                  "finds does the work"
+    else:
+        reading = "larger than the spread on at least one metric: the schedule itself matters"
+    return (f"Schedule or ratio: gradnorm minus gradnorm_frozen (GradNorm's mean task weights held fixed from the "
+            f"first step), paired by seed on the {where} (n {n}): {figures}; {reading}.")
+
+
+def cost_sentence(agg: Agg, split: str, win: str | None, strategies: list[str]) -> str | None:
+    """The winner's training step time against the fixed weight's (wall clock; the report's cost caveats apply)."""
+    reference = best_fixed(agg, split, strategies) or "detection_only"
+    if win is None or win == reference:
+        return None
+    a, b = _stat(agg, split, win, "step_ms"), _stat(agg, split, reference, "step_ms")
+    if not a.mean or not b.mean:
+        return None
+    return (f"Cost: {win} takes {format_stat(a, 0)} ms per training step against {format_stat(b, 0)} ms for "
+            f"{reference} ({a.mean / b.mean:.2f}x, wall clock on this machine), "
+            f"{format_stat(_stat(agg, split, win, 'parameters'), 0, thousands=True)} parameters.")
+
+
+def labels_sentence(agg: Agg, split: str, strategies: list[str], ceiling: dict | None, prefix: str,
+                    where: str) -> str | None:
+    """Where the view accuracies sit against what copying the nearest train frame's label scores."""
+    values = [(s, st.mean) for s in strategies if s != "detection_only"
+              and (st := _stat(agg, split, s, prefix + "view_accuracy")).mean is not None]
+    if not values or not ceiling:
+        return None
+    low, high = min(v for _, v in values), max(v for _, v in values)
+    copy = ceiling["accuracy"]
+    if is_bound(ceiling):
+        reading = ("most held-out frames have a near-identical train frame, so this is what the labels allow; view "
+                   "differences near it are label noise")
+    else:
+        reading = ("no held-out frame has a near-identical train frame, so the copy is a memorisation baseline: a "
+                   "figure above it is learnt, and label noise within videos still caps it")
+    return (f"Labels: view accuracy on the {where} spans {low:.3f}-{high:.3f} over the strategies; copying the view "
+            f"of the nearest train frame scores {copy:.3f} (majority view {ceiling['majority_rate']:.3f}); {reading}.")
+
+
+def interference_sentence(agg: Agg, split: str, strategies: list[str]) -> str:
+    """Direction against magnitude on the shared layers, from the runs that measured it (--interference-every)."""
+    measured = [(s, _stat(agg, split, s, "interference_mean_cosine"), _stat(agg, split, s,
+                                                                           "interference_median_norm_ratio"))
+                for s in strategies if _stat(agg, split, s, "interference_mean_cosine").mean is not None]
+    if not measured:
+        return ("Interference: not measured in these runs (train flag --interference-every N records the tasks' "
+                "gradient cosine and norm ratio on the shared layers).")
+    cosines = [c.mean for _, c, _ in measured]
+    ratios = ", ".join(f"{s} {r.mean:.2g}" for s, _, r in measured if r.mean is not None)
+    reading = (" The directions barely conflict (|cosine| < 0.1 everywhere); what differs between the strategies is "
+               "the magnitude." if max(abs(c) for c in cosines) < 0.1 else "")
+    return (f"Interference on the shared layers: mean cosine of the two tasks' gradients {min(cosines):+.2f} to "
+            f"{max(cosines):+.2f}; median view/detection gradient-norm ratio {ratios}.{reading}")
+
+
+def conclusion_section(agg: Agg, rows: list[dict], splits: list[str], strategies: list[str],
+                       ceilings: dict[str, dict] | None = None) -> list[str]:
+    """The '## Conclusion' lines: one block per split. `agg` holds delta_m columns (rows from with_delta_m)."""
+    out = ["## Conclusion", ""]
+    for split in splits:
+        on_test = has_test_figures(agg, split, strategies)
+        prefix = TEST_PREFIX if on_test else ""
+        where = "test set" if on_test else "val set (which also picked the fixed weight, so it favours it)"
+        split_rows = [r for r in rows if r.get("split") == split]
+        done = sum(r.get("status") == "ok" for r in split_rows)
+        out += [f"### `{split}`: {done} of {len(split_rows)} runs finished", ""]
+        order = ranked(agg, split, strategies, prefix)
+        lines = winner_sentences(agg, split, order, prefix, where) if order else [
+            "No winner yet: delta_m needs finished detection_only and view_only runs beside the remedies."]
+        ceiling = ((ceilings or {}).get(split) or {}).get("test" if on_test else "val")
+        lines += [s for s in (fixed_weight_sentence(agg, split, strategies, order[0][0] if order else None, prefix,
+                                                    where),
+                              schedule_sentence(split_rows, split, prefix, where),
+                              cost_sentence(agg, split, order[0][0] if order else None, strategies),
+                              interference_sentence(agg, split, strategies),
+                              labels_sentence(agg, split, strategies, ceiling, prefix, where)) if s]
+        out += [f"- {line}" for line in lines] + [""]
+    return out
