@@ -64,7 +64,7 @@ def test_conclusion_names_the_winner_its_margin_and_what_it_means():
     # paired by seed: mAP50 differences 0.00 and 0.02 -> +0.010 ± 0.014; view differences 0 -> within the spread
     assert "(n 2): mAP50 +0.010 ± 0.014; view accuracy +0.000 ± 0.000; within the spread on both" in text
     assert "gradnorm takes 120 ± 0 ms per training step against 100 ± 0 ms for fixed_w0.1 (1.20x" in text
-    assert "Interference: not measured in these runs" in text
+    assert "Interference: not measured during these runs" in text
     assert "spans 0.630-0.720 over the strategies; copying the view of the nearest train frame scores 0.650" in text
     assert "memorisation baseline" in text
 

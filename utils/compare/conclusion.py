@@ -156,8 +156,8 @@ def interference_sentence(agg: Agg, split: str, strategies: list[str]) -> str:
                                                                            "interference_median_norm_ratio"))
                 for s in strategies if _stat(agg, split, s, "interference_mean_cosine").mean is not None]
     if not measured:
-        return ("Interference: not measured in these runs (train flag --interference-every N records the tasks' "
-                "gradient cosine and norm ratio on the shared layers).")
+        return ("Interference: not measured during these runs (train flag --interference-every N); "
+                "benchmarks/checkpoint_interference.py measures it on their saved checkpoints.")
     cosines = [c.mean for _, c, _ in measured]
     ratios = ", ".join(f"{s} {r.mean:.2g}" for s, _, r in measured if r.mean is not None)
     reading = (" The directions barely conflict (|cosine| < 0.1 everywhere); what differs between the strategies is "
