@@ -63,6 +63,7 @@ def test_conclusion_names_the_winner_its_margin_and_what_it_means():
     assert "It is at the end of the sweep" in text
     # paired by seed: mAP50 differences 0.00 and 0.02 -> +0.010 ± 0.014; view differences 0 -> within the spread
     assert "(n 2): mAP50 +0.010 ± 0.014; view accuracy +0.000 ± 0.000; within the spread on both" in text
+    assert "(two seeds: a hint, not a finding)" in text
     assert "gradnorm takes 120 ± 0 ms per training step against 100 ± 0 ms for fixed_w0.1 (1.20x" in text
     assert "Interference: not measured during these runs" in text
     assert "spans 0.630-0.720 over the strategies; copying the view of the nearest train frame scores 0.650" in text
@@ -93,3 +94,12 @@ def test_report_opens_with_the_conclusion():
                           stage_summaries={}, failures=[], plots={}, ceilings=CEILINGS)
     assert report.index("## Conclusion") < report.index("How to read this") < report.index("## Split `p`")
     assert "**gradnorm** has the highest delta_m on the test set" in report
+
+
+def test_schedule_names_the_metric_and_direction_beyond_the_spread():
+    rows = [row("gradnorm", seed, m, v) for seed, m, v in ((0, 0.30, 0.70), (1, 0.32, 0.72), (2, 0.31, 0.69))]
+    # frozen: mAP50 higher by 0.05, 0.06, 0.04 (mean 0.05 > sd 0.01); view differences 0.01, -0.01, 0 (within)
+    rows += [row("gradnorm_frozen", seed, m, v) for seed, m, v in ((0, 0.35, 0.69), (1, 0.38, 0.73), (2, 0.35, 0.69))]
+    text = conclusion(rows, ["gradnorm", "gradnorm_frozen"])
+    assert "(n 3): mAP50 -0.050 ± 0.010; view accuracy +0.000 ± 0.010" in text
+    assert "beyond the spread on mAP50 (gradnorm_frozen higher)" in text and "a hint" not in text

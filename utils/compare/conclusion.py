@@ -107,13 +107,17 @@ def schedule_sentence(rows: list[dict], split: str, prefix: str, where: str) -> 
         return None
     n = diffs[0][1].n
     figures = "; ".join(f"{label} {d.mean:+.3f}" + ("" if d.sd is None else f" ± {d.sd:.3f}") for label, d in diffs)
+    beyond = [f"{label} ({'gradnorm' if d.mean > 0 else 'gradnorm_frozen'} higher)" for label, d in diffs
+              if n >= 2 and abs(d.mean) > d.sd]
     if n < 2:
         reading = "one seed, so no claim"
-    elif all(abs(d.mean) <= d.sd for _, d in diffs):
+    elif not beyond:
         reading = "within the spread on both: the weights' schedule adds nothing measurable, the ratio GradNorm " \
                   "finds does the work"
     else:
-        reading = "larger than the spread on at least one metric: the schedule itself matters"
+        reading = f"beyond the spread on {' and '.join(beyond)}: there the moving weights matter, not only their mean"
+    if n == 2:
+        reading += " (two seeds: a hint, not a finding)"
     return (f"Schedule or ratio: gradnorm minus gradnorm_frozen (GradNorm's mean task weights held fixed from the "
             f"first step), paired by seed on the {where} (n {n}): {figures}; {reading}.")
 
