@@ -14,6 +14,7 @@ training samples whatever batch comes and costs training time, this costs none.
 
 Writes checkpoint_interference.csv (one row per run and checkpoint) and checkpoint_interference.png into --out
 and prints the mean over checkpoints per run. Runs without a shared task pair (dual, single-task) are skipped.
+Checkpoints already in --out's CSV (same settings) are kept, not measured again, so it grows as runs finish.
 """
 from __future__ import annotations
 
@@ -121,16 +122,31 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                                   nc=len(data["names"]), n_views=n_views, prefix="batches: ")
     batches = [(imgs, targets, views) for imgs, targets, views, *_ in loader]
 
+    csv_path = opt.out / "checkpoint_interference.csv"
+    settings = {"data": Path(opt.data).name, "img": opt.img, "batches": opt.batches, "batch_size": opt.batch_size,
+                "seed": opt.seed}
+    earlier = pd.read_csv(csv_path) if csv_path.is_file() else pd.DataFrame()
+    for key, value in settings.items():
+        if not earlier.empty and (key not in earlier or (earlier[key] != value).any()):
+            raise SystemExit(f"{csv_path}: measured with other settings ({key}); give another --out")
+    done = set() if earlier.empty else set(zip(earlier["run"], earlier["epoch"]))
     rows = []
     for run in opt.runs:
-        for epoch, path in tqdm(run_checkpoints(run), desc=run.name):
+        name = f"{run.parent.name}/{run.name}"  # split/run: the same run name recurs in every split
+        for epoch, path in tqdm(run_checkpoints(run), desc=name):
+            if (name, epoch) in done:  # measured before, or last.pt repeating an epoch<N>.pt of its final epoch
+                continue
             result = measure(load_checkpoint(path), batches, n_views, opt.seed)
             if result is None:
                 print(f"{run}: no two tasks share parameters here, skipped")
                 break
-            rows.append({"run": run.name, "checkpoint": path.name, **result, "epoch": epoch})
-    table = pd.DataFrame(rows).drop_duplicates(subset=["run", "epoch"])  # last.pt repeats the final epoch<N>.pt
-    table.to_csv(opt.out / "checkpoint_interference.csv", index=False, float_format="%.5g")
+            rows.append({"run": name, "checkpoint": path.name, **result, "epoch": epoch, **settings})
+            done.add((name, epoch))
+    table = pd.concat([earlier, pd.DataFrame(rows)], ignore_index=True)
+    if table.empty:
+        raise SystemExit("no run given has two tasks sharing parameters: nothing to measure")
+    table = table.sort_values(["run", "epoch"])
+    table.to_csv(csv_path, index=False, float_format="%.5g")
     summary = table.groupby("run")[["mean_cosine", "conflict_fraction", "median_ratio_weighted"]].mean()
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
     plot(table, opt.out / "checkpoint_interference.png")

@@ -29,7 +29,7 @@ def test_checkpoint_weights_prefer_the_balancer_over_the_hyp():
     assert benchmark.checkpoint_weights({"hyp": {}}) is None
 
 
-def test_measurement_matches_a_direct_gradient_computation(tmp_path, med_root):
+def test_measurement_matches_a_direct_gradient_computation(tmp_path, med_root, monkeypatch):
     """A 2-epoch joint run at view weight 0.5, saved every epoch: the benchmark's cosine on one batch equals the cosine
     of the two task gradients computed here directly, and its weighted ratio is the unweighted one times 0.5."""
     import train
@@ -47,6 +47,16 @@ def test_measurement_matches_a_direct_gradient_computation(tmp_path, med_root):
     assert (tmp_path / "out" / "checkpoint_interference.png").is_file()
     assert table["weight_view"].tolist() == [0.5, 0.5]
     assert (table["median_ratio_weighted"] / table["median_ratio_unweighted"]).tolist() == pytest.approx([0.5, 0.5])
+    assert table["run"].tolist() == [f"{run.parent.name}/{run.name}"] * 2
+
+    # a second call keeps what the CSV holds instead of measuring again; other settings are refused
+    args = ["--runs", str(run), "--data", str(data), "--img", "96", "--batch-size", "4", "--out", str(tmp_path / "out")]
+    with monkeypatch.context() as m:
+        m.setattr(benchmark, "measure", lambda *a, **k: pytest.fail("measured again"))
+        again = benchmark.main([*args, "--batches", "1"])
+    assert again["mean_cosine"].tolist() == pytest.approx(table["mean_cosine"].tolist(), rel=1e-4)
+    with pytest.raises(SystemExit, match="other settings"):
+        benchmark.main([*args, "--batches", "2"])
 
     ckpt = load_checkpoint(run / "weights" / "epoch1.pt")
     model = build_model(ckpt["model_yaml"], nc=len(ckpt["names"]), n_views=3)
