@@ -97,7 +97,7 @@ def measure(ckpt: dict, batches: list, n_views: int, seed: int = 0) -> dict | No
     summary = summarize_interference(records)[OVERALL]
     scale = weights["view"] / weights["det"]
     return {"weight_det": weights["det"], "weight_view": weights["view"],
-            "batches": summary["n"], "mean_cosine": summary["mean_cosine"],
+            "batches_measured": summary["n"], "mean_cosine": summary["mean_cosine"],
             "conflict_fraction": summary["conflict_fraction"], "median_ratio_unweighted": summary["median_norm_ratio"],
             "median_ratio_weighted": summary["median_norm_ratio"] * scale}
 
