@@ -84,6 +84,7 @@ def test_no_winner_without_the_single_task_runs_and_val_when_there_is_no_test_se
             if r["strategy"] in ("gradnorm", "fixed_w0.1", "fixed_w1")]
     text = conclusion(rows)
     assert "No winner yet: delta_m needs finished detection_only and view_only runs" in text
+    assert "gradnorm against the task trained alone" not in text  # nothing alone to weigh it against
     # without single-task runs the sweep is picked on the mean of mAP50 and view accuracy: (0.16 + 0.7) / 2 wins
     assert "Tuned fixed weight: fixed_w0.1" in text
 
@@ -103,3 +104,15 @@ def test_schedule_names_the_metric_and_direction_beyond_the_spread():
     text = conclusion(rows, ["gradnorm", "gradnorm_frozen"])
     assert "(n 3): mAP50 -0.050 ± 0.010; view accuracy +0.000 ± 0.010" in text
     assert "beyond the spread on mAP50 (gradnorm_frozen higher)" in text and "a hint" not in text
+
+
+def test_before_delta_m_each_remedy_is_weighed_against_the_single_task_run_that_finished():
+    rows = [r for r in comparison_rows() if r["strategy"] in ("gradnorm", "detection_only")]
+    rows.append(row("dual", 0, None, None, status="not_run"))
+    text = conclusion(rows)
+    assert "No winner yet" in text
+    assert ("gradnorm against the task trained alone (test set): mAP50 0.240 vs 0.200, gradnorm higher by 0.040 "
+            "(sd 0.028 vs 0.028; the difference is larger than the larger sd).") in text
+    only_pending = conclusion([row("dual", 0, None, None, status="not_run")], ["dual"])
+    assert "### `p`: 0 of 1 runs finished" in only_pending and "- No run finished yet." in only_pending
+    assert "Interference" not in only_pending

@@ -58,14 +58,28 @@ def winner_sentences(agg: Agg, split: str, order: list[tuple[str, Stat]], prefix
         line += f"; next {second} {format_percent(second_score)}: a gap of {gap:.1f} points, {verdict}"
     out = [line + ". delta_m is the mean relative change of mAP50 and view accuracy against training each task alone "
                   "(0 = as good as both alone)."]
-    parts = [versus(win, _stat(agg, split, win, prefix + c), ref, _stat(agg, split, ref, prefix + c), label)
-             for c, label, ref in (("mAP50", "mAP50", "detection_only"), ("view_accuracy", "view accuracy",
-                                                                           "view_only"))
-             if _stat(agg, split, win, prefix + c).mean is not None and _stat(agg, split, ref, prefix + c).mean
-             is not None]
+    parts = against_alone(agg, split, win, prefix)
     if parts:
         out.append(f"{win} against each task trained alone: " + "; ".join(parts) + ".")
     return out
+
+
+def against_alone(agg: Agg, split: str, strategy: str, prefix: str) -> list[str]:
+    """The strategy's mAP50 against detection_only and view accuracy against view_only, where both have figures."""
+    parts = []
+    for column, label, reference in (("mAP50", "mAP50", "detection_only"),
+                                     ("view_accuracy", "view accuracy", "view_only")):
+        mine, theirs = _stat(agg, split, strategy, prefix + column), _stat(agg, split, reference, prefix + column)
+        if mine.mean is not None and theirs.mean is not None:
+            parts.append(versus(strategy, mine, reference, theirs, label))
+    return parts
+
+
+def alone_sentences(agg: Agg, split: str, strategies: list[str], prefix: str, where: str) -> list[str]:
+    """Before delta_m can rank anything: each remedy against whichever single-task run has finished."""
+    return [f"{strategy} against the task trained alone ({where}): " + "; ".join(parts) + "."
+            for strategy in REMEDIES if strategy in strategies and (split, strategy) in agg
+            and (parts := against_alone(agg, split, strategy, prefix))]
 
 
 def fixed_weight_sentence(agg: Agg, split: str, strategies: list[str], win: str | None, prefix: str,
@@ -181,9 +195,13 @@ def conclusion_section(agg: Agg, rows: list[dict], splits: list[str], strategies
         split_rows = [r for r in rows if r.get("split") == split]
         done = sum(r.get("status") == "ok" for r in split_rows)
         out += [f"### `{split}`: {done} of {len(split_rows)} runs finished", ""]
+        if not done:
+            out += ["- No run finished yet.", ""]
+            continue
         order = ranked(agg, split, strategies, prefix)
         lines = winner_sentences(agg, split, order, prefix, where) if order else [
-            "No winner yet: delta_m needs finished detection_only and view_only runs beside the remedies."]
+            "No winner yet: delta_m needs finished detection_only and view_only runs beside the remedies.",
+            *alone_sentences(agg, split, strategies, prefix, where)]
         ceiling = ((ceilings or {}).get(split) or {}).get("test" if on_test else "val")
         lines += [s for s in (fixed_weight_sentence(agg, split, strategies, order[0][0] if order else None, prefix,
                                                     where),
