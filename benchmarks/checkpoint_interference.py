@@ -154,15 +154,28 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
-    """Cosine (direction) and weighted norm ratio (magnitude) against the epoch, one line per run."""
+    """Cosine (direction) and weighted norm ratio (magnitude) against the epoch: one line per run, one colour per
+    strategy (seeds share it), one line style per split."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def strategy(run: str) -> str:
+        return re.sub(r"_s\d+$", "", run.split("/")[-1])
+
+    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(strategy(r) for r in sorted(table["run"])))}
+    splits = list(dict.fromkeys(r.split("/")[0] for r in sorted(table["run"])))
+    styles = {split: ("-", "--", ":", "-.")[i % 4] for i, split in enumerate(splits)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), tight_layout=True)
+    labelled = set()
     for run, part in table.sort_values("epoch").groupby("run"):
-        axes[0].plot(part["epoch"], part["mean_cosine"], "o-", label=run)
-        axes[1].plot(part["epoch"], part["median_ratio_weighted"], "o-", label=run)
+        name, split = strategy(run), run.split("/")[0]
+        label = f"{name} ({split})" if len(splits) > 1 else name
+        style = dict(color=colours[name], linestyle=styles[split], marker="o", markersize=3,
+                     label=None if label in labelled else label)
+        labelled.add(label)
+        axes[0].plot(part["epoch"], part["mean_cosine"], **style)
+        axes[1].plot(part["epoch"], part["median_ratio_weighted"], **style)
     axes[0].axhline(0, color="grey", lw=0.8)
     axes[0].set_ylabel("mean cosine of g_det and g_view (< 0: conflict)")
     axes[1].set_yscale("log")
@@ -171,7 +184,8 @@ def plot(table: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
-    fig.suptitle("Shared-layer gradients on the same training batches, per saved checkpoint", fontsize=9)
+    fig.suptitle("Shared-layer gradients on the same training batches, per saved checkpoint (one line per seed)",
+                 fontsize=9)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
