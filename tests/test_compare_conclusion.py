@@ -116,3 +116,11 @@ def test_before_delta_m_each_remedy_is_weighed_against_the_single_task_run_that_
     only_pending = conclusion([row("dual", 0, None, None, status="not_run")], ["dual"])
     assert "### `p`: 0 of 1 runs finished" in only_pending and "- No run finished yet." in only_pending
     assert "Interference" not in only_pending
+
+
+def test_a_winner_below_zero_is_called_what_it_is():
+    rows = [r for r in comparison_rows() if r["strategy"] in ("detection_only", "view_only", "dual")]
+    text = conclusion(rows, ["detection_only", "view_only", "dual"])
+    assert "**dual** has the highest delta_m on the test set: -5.0 ± 0.0 % (n 2)" in text
+    assert "Every strategy ranked is below 0: none matches the two tasks trained alone" in text
+    assert "below 0" not in conclusion(comparison_rows(), ceilings=CEILINGS)  # gradnorm's +10 %

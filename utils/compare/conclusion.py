@@ -56,6 +56,8 @@ def winner_sentences(agg: Agg, split: str, order: list[tuple[str, Stat]], prefix
         verdict = {True: "larger than the larger sd", False: "not larger than the larger sd, so this data does not "
                    "separate them", None: "against a one-seed sd, so no claim"}[separated]
         line += f"; next {second} {format_percent(second_score)}: a gap of {gap:.1f} points, {verdict}"
+    if score.mean < 0:
+        line += ". Every strategy ranked is below 0: none matches the two tasks trained alone"
     out = [line + ". delta_m is the mean relative change of mAP50 and view accuracy against training each task alone "
                   "(0 = as good as both alone)."]
     parts = against_alone(agg, split, win, prefix)
