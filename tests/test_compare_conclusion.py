@@ -123,4 +123,5 @@ def test_a_winner_below_zero_is_called_what_it_is():
     text = conclusion(rows, ["detection_only", "view_only", "dual"])
     assert "**dual** has the highest delta_m on the test set: -5.0 ± 0.0 % (n 2)" in text
     assert "Every strategy ranked is below 0: none matches the two tasks trained alone" in text
+    assert "against the means of detection_only (n 2) and view_only (n 2)" in text
     assert "below 0" not in conclusion(comparison_rows(), ceilings=CEILINGS)  # gradnorm's +10 %

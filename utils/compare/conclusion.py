@@ -58,8 +58,11 @@ def winner_sentences(agg: Agg, split: str, order: list[tuple[str, Stat]], prefix
         line += f"; next {second} {format_percent(second_score)}: a gap of {gap:.1f} points, {verdict}"
     if score.mean < 0:
         line += ". Every strategy ranked is below 0: none matches the two tasks trained alone"
-    out = [line + ". delta_m is the mean relative change of mAP50 and view accuracy against training each task alone "
-                  "(0 = as good as both alone)."]
+    refs = f"detection_only (n {_stat(agg, split, 'detection_only', 'n').n}) and view_only " \
+           f"(n {_stat(agg, split, 'view_only', 'n').n})"
+    out = [line + f". delta_m is the mean relative change of mAP50 and view accuracy against training each task alone "
+                  f"(0 = as good as both alone), here against the means of {refs}; its sd counts only the "
+                  f"strategy's own seeds."]
     parts = against_alone(agg, split, win, prefix)
     if parts:
         out.append(f"{win} against each task trained alone: " + "; ".join(parts) + ".")
