@@ -20,8 +20,7 @@ Agg = dict[tuple[str, str], dict[str, Stat]]
 def paired_difference(rows: list[dict], split: str, a: str, b: str, column: str) -> Stat:
     """Mean ± sd over seeds of a's column minus b's, on the seeds where both finished.
 
-    Pairing by seed holds the initial weights and the data order equal, so the spread left is what the strategies'
-    difference does, not what the seeds do.
+    Pairing by seed compares runs that start from the same initial weights and see the same data order.
     """
     by_seed: dict[object, dict[str, float]] = {}
     for row in rows:
@@ -142,7 +141,8 @@ def schedule_sentence(rows: list[dict], split: str, prefix: str, where: str) -> 
 
 
 def cost_sentence(agg: Agg, split: str, win: str | None, strategies: list[str]) -> str | None:
-    """The winner's training step time against the fixed weight's (wall clock; the report's cost caveats apply)."""
+    """The winner's training step time against the val-picked fixed weight's, else detection_only's (wall clock; the
+    report's cost caveats apply)."""
     reference = best_fixed(agg, split, strategies) or "detection_only"
     if win is None or win == reference:
         return None
@@ -157,18 +157,17 @@ def cost_sentence(agg: Agg, split: str, win: str | None, strategies: list[str]) 
 def labels_sentence(agg: Agg, split: str, strategies: list[str], ceiling: dict | None, prefix: str,
                     where: str) -> str | None:
     """Where the view accuracies sit against what copying the nearest train frame's label scores."""
-    values = [(s, st.mean) for s in strategies if s != "detection_only"
-              and (st := _stat(agg, split, s, prefix + "view_accuracy")).mean is not None]
+    values = [m for s in strategies if s != "detection_only"
+              and (m := _stat(agg, split, s, prefix + "view_accuracy").mean) is not None]
     if not values or not ceiling:
         return None
-    low, high = min(v for _, v in values), max(v for _, v in values)
-    copy = ceiling["accuracy"]
+    low, high, copy = min(values), max(values), ceiling["accuracy"]
+    near = f"{ceiling.get('near_share', 1.0):.0%} of the held-out frames have a near-identical train frame"
     if is_bound(ceiling):
-        reading = ("most held-out frames have a near-identical train frame, so this is what the labels allow; view "
-                   "differences near it are label noise")
+        reading = f"{near}, so this is what the labels allow; view differences near it are label noise"
     else:
-        reading = ("no held-out frame has a near-identical train frame, so the copy is a memorisation baseline: a "
-                   "figure above it is learnt, and label noise within videos still caps it")
+        reading = (f"only {near}, so the copy is a memorisation baseline: a figure above it is learnt, and label "
+                   "noise within videos still caps it")
     return (f"Labels: view accuracy on the {where} spans {low:.3f}-{high:.3f} over the strategies; copying the view "
             f"of the nearest train frame scores {copy:.3f} (majority view {ceiling['majority_rate']:.3f}); {reading}.")
 
@@ -204,14 +203,14 @@ def conclusion_section(agg: Agg, rows: list[dict], splits: list[str], strategies
             out += ["- No run finished yet.", ""]
             continue
         order = ranked(agg, split, strategies, prefix)
+        win = order[0][0] if order else None
         lines = winner_sentences(agg, split, order, prefix, where) if order else [
             "No winner yet: delta_m needs finished detection_only and view_only runs beside the remedies.",
             *alone_sentences(agg, split, strategies, prefix, where)]
         ceiling = ((ceilings or {}).get(split) or {}).get("test" if on_test else "val")
-        lines += [s for s in (fixed_weight_sentence(agg, split, strategies, order[0][0] if order else None, prefix,
-                                                    where),
+        lines += [s for s in (fixed_weight_sentence(agg, split, strategies, win, prefix, where),
                               schedule_sentence(split_rows, split, prefix, where),
-                              cost_sentence(agg, split, order[0][0] if order else None, strategies),
+                              cost_sentence(agg, split, win, strategies),
                               interference_sentence(agg, split, strategies),
                               labels_sentence(agg, split, strategies, ceiling, prefix, where)) if s]
         out += [f"- {line}" for line in lines] + [""]
