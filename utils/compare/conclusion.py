@@ -166,7 +166,7 @@ def labels_sentence(agg: Agg, split: str, strategies: list[str], ceiling: dict |
     if is_bound(ceiling):
         reading = f"{near}, so this is what the labels allow; view differences near it are label noise"
     else:
-        reading = (f"only {near}, so the copy is a memorisation baseline: a figure above it is learnt, and label "
+        reading = (f"{near}, so the copy is a memorisation baseline: a figure above it is learnt, and label "
                    "noise within videos still caps it")
     return (f"Labels: view accuracy on the {where} spans {low:.3f}-{high:.3f} over the strategies; copying the view "
             f"of the nearest train frame scores {copy:.3f} (majority view {ceiling['majority_rate']:.3f}); {reading}.")

@@ -11,12 +11,16 @@ OMP_NUM_THREADS=1 $PY compare.py --name patient_e40 --data $PATIENT --data $CLEA
   fixed_w0.03 fixed_w0.1 fixed_w0.01 fixed_w0.3 fixed_w0.003 fixed_w1 --report-only -- --cfg models/yolov5n.yaml \
   --img 320 --batch-size 16 --workers 1 --val-period 4 --save-period 5 --hyp data/hyps/hyp.patient.yaml || exit 1
 cp runs/compare/patient_e40/{report.md,comparison.csv} runs/compare/patient_e40/*.png $HERE/
+# Each split's runs are measured on their own training images (the clean split's are a subset of the patient split's),
+# so each split has its own table.
 for split in med_patient_s0 med_patient_s0_clean; do
+  data=$PATIENT out=$HERE/interference
+  [ $split = med_patient_s0_clean ] && data=$CLEAN out=$HERE/interference_clean
   finished=()
   for run in runs/compare/patient_e40/$split/*_s[0-9]*; do
     case $(basename $run) in detection_only_*|view_only_*|dual_*) continue;; esac
     [ -f $run/compare_cost.json ] && grep -q '"rc": 0' $run/compare_cost.json && finished+=($run)
   done
-  [ ${#finished[@]} -gt 0 ] && OMP_NUM_THREADS=1 $PY benchmarks/checkpoint_interference.py --data $PATIENT \
-    --runs "${finished[@]}" --batches 8 --out $HERE/interference
+  [ ${#finished[@]} -gt 0 ] && OMP_NUM_THREADS=1 $PY benchmarks/checkpoint_interference.py --data $data \
+    --runs "${finished[@]}" --batches 8 --out $out
 done
