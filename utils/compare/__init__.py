@@ -2,7 +2,7 @@
 
     python compare.py --data data/med.yaml [--data runs/splits/med_patient_s0/med.yaml] \\
         --epochs 20 --seeds 0 1 2 --name NAME [--strategies ...] [--view-weights 0.1 0.3 1 3] \\
-        [--interference-every N] [--jobs N] [--dry-run | --report-only] \\
+        [--interference-every N] [--jobs N] [--dry-run | --report-only] [--checkpoint-interference CSV ...] \\
         -- --cfg models/yolov5n.yaml --img 320 --hyp data/hyps/hyp.medical.yaml --batch-size 16 --workers 2
 
 (`python -m utils.compare ...` and `python benchmarks/compare.py ...` run the same thing.)

@@ -16,6 +16,7 @@ from utils.cli import NON_NEGATIVE, POSITIVE_INTEGER, check_numeric_flags, train
 from utils.compare.columns import COST_COLUMNS, DETECTION_COLUMNS, TEST_PREFIX, VIEW_COLUMNS, ordered_columns
 from utils.compare.comparison_csv import write_csv
 from utils.compare.evaluation import EvalSettings, eval_settings
+from utils.compare.interference_table import read_tables
 from utils.compare.ceilings import view_ceilings
 from utils.compare.plots import plot_curves, plot_metric_vs_cost, plot_tradeoff
 from utils.compare.report import build_report, machine_line
@@ -67,6 +68,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> tuple[
                    help="trainings run at once (each child gets OMP_NUM_THREADS = CPUs // jobs unless it is set)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: report the finished runs and list the others as not run (progress check)")
+    p.add_argument("--checkpoint-interference", type=Path, nargs="+", default=[], metavar="CSV",
+                   help="checkpoint_interference.csv files of benchmarks/checkpoint_interference.py on these runs: "
+                        "the conclusion reads direction vs magnitude from them")
     opt = p.parse_args(argv)
     check_numeric_flags(opt, NUMERIC_RULES)
     try:
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None, entry: list[str] | None = None) -> Path 
     opt, extra = parse_args(argv, prog=" ".join(["python", *entry]) if entry else None)
     entry = entry or [str(Path(sys.argv[0]))]
     root = opt.project / opt.name
+    checkpoint_rows = read_tables(opt.checkpoint_interference)  # before any training: a bad path fails at once
     plans, splits = plan_runs(opt, extra, root, write=not (opt.dry_run or opt.report_only))
     if opt.dry_run:
         for plan in plans:
@@ -248,7 +253,8 @@ def main(argv: list[str] | None = None, entry: list[str] | None = None) -> Path 
                           settings={"name": opt.name, "epochs": opt.epochs, "seeds": opt.seeds,
                                     "extra": shlex.join(extra)},
                           rows=collected.rows, stage_summaries=collected.stage_summaries,
-                          failures=collected.failures, plots=plots, ceilings=ceilings)
+                          failures=collected.failures, plots=plots, ceilings=ceilings,
+                          checkpoint_rows=checkpoint_rows)
     write_text_atomic(root / "report.md", report)
     rows = collected.rows
     print(f"wrote {root / 'comparison.csv'}, {root / 'report.md'} and {sum(map(len, plots.values()))} plots "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from utils.compare.ceilings import is_bound
 from utils.compare.columns import TEST_PREFIX
+from utils.compare.interference_table import checkpoint_interference_sentence, summarize_runs
 from utils.compare.stats import NO_STAT, Stat, best_fixed, finite_number, has_test_figures, mean_sd
 from utils.compare.strategies import REMEDIES, parse_fixed_weight
 from utils.compare.wording import beats_noise, format_percent, format_stat, versus
@@ -151,7 +152,7 @@ def cost_sentence(agg: Agg, split: str, win: str | None, strategies: list[str]) 
         return None
     return (f"Cost: {win} takes {format_stat(a, 0)} ms per training step against {format_stat(b, 0)} ms for "
             f"{reference} ({a.mean / b.mean:.2f}x, wall clock on this machine), "
-            f"{format_stat(_stat(agg, split, win, 'parameters'), 0, thousands=True)} parameters.")
+            f"{format_stat(Stat(_stat(agg, split, win, 'parameters').mean, None, 1), 0, thousands=True)} parameters.")
 
 
 def labels_sentence(agg: Agg, split: str, strategies: list[str], ceiling: dict | None, prefix: str,
@@ -189,9 +190,13 @@ def interference_sentence(agg: Agg, split: str, strategies: list[str]) -> str:
 
 
 def conclusion_section(agg: Agg, rows: list[dict], splits: list[str], strategies: list[str],
-                       ceilings: dict[str, dict] | None = None) -> list[str]:
-    """The '## Conclusion' lines: one block per split. `agg` holds delta_m columns (rows from with_delta_m)."""
+                       ceilings: dict[str, dict] | None = None,
+                       checkpoint_rows: list[dict] | None = None) -> list[str]:
+    """The '## Conclusion' lines: one block per split. `agg` holds delta_m columns (rows from with_delta_m);
+    checkpoint_rows: benchmarks/checkpoint_interference.py's table, read in place of interference measured during
+    training where it has the split's runs."""
     out = ["## Conclusion", ""]
+    checkpoints = summarize_runs(checkpoint_rows or [])
     for split in splits:
         on_test = has_test_figures(agg, split, strategies)
         prefix = TEST_PREFIX if on_test else ""
@@ -211,7 +216,8 @@ def conclusion_section(agg: Agg, rows: list[dict], splits: list[str], strategies
         lines += [s for s in (fixed_weight_sentence(agg, split, strategies, win, prefix, where),
                               schedule_sentence(split_rows, split, prefix, where),
                               cost_sentence(agg, split, win, strategies),
-                              interference_sentence(agg, split, strategies),
+                              checkpoint_interference_sentence(checkpoints, split)
+                              or interference_sentence(agg, split, strategies),
                               labels_sentence(agg, split, strategies, ceiling, prefix, where)) if s]
         out += [f"- {line}" for line in lines] + [""]
     return out

@@ -168,6 +168,9 @@ How to read this:
   within one report with care; benchmarks/strategy_speed.py measures clean cost ratios in one process.
 - With --interference-every, the measured strategies pay one extra backward per task per measurement, which
   is included in their time columns.
+- Interference in the conclusion, with --checkpoint-interference: benchmarks/checkpoint_interference.py on the
+  runs' saved weights (no training cost), per run the mean cosine and conflict share over its checkpoints, and
+  the median norm ratios of the checkpoints in the last three quarters of training; ranges are over runs.
 """
 
 
@@ -250,8 +253,10 @@ def split_section(agg: dict[tuple[str, str], dict[str, Stat]], split: str, data:
 
 def build_report(*, command: str, date: str, machine: str, settings: dict, splits: dict[str, Path],
                  strategies: list[str], rows: list[dict], stage_summaries: dict, failures: list[dict],
-                 plots: dict[str, list[str]], ceilings: dict[str, dict] | None = None) -> str:
-    """The whole report.md text (pure: everything it shows is passed in; ceilings per split, see split_section)."""
+                 plots: dict[str, list[str]], ceilings: dict[str, dict] | None = None,
+                 checkpoint_rows: list[dict] | None = None) -> str:
+    """The whole report.md text (pure: everything it shows is passed in; ceilings per split, see split_section;
+    checkpoint_rows, see conclusion_section)."""
     ap_cols, f1_cols = ordered_columns(rows, "AP50_"), ordered_columns(rows, "F1_")
     rows = with_delta_m(rows)
     test_cols = ordered_columns(rows, TEST_PREFIX)
@@ -266,7 +271,7 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
         out += [f"**Interim report: {len(rows) - len(pending)} of {len(rows)} runs finished** (written with "
                 "--report-only; the n column counts the seeds each figure rests on; the runs still missing "
                 "are listed at the end).", ""]
-    out += conclusion_section(agg, rows, list(splits), strategies, ceilings)
+    out += conclusion_section(agg, rows, list(splits), strategies, ceilings, checkpoint_rows)
     out += [NOTES]
     for split, data in splits.items():
         out += split_section(agg, split, data, strategies, [r for r in rows if r["split"] == split],

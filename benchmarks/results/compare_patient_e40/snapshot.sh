@@ -1,18 +1,15 @@
 #!/bin/bash
 # Interim or final report of the 40-epoch comparison, copied here from runs/compare/patient_e40 (trains nothing;
-# evaluates finished runs not yet evaluated), then the checkpoint interference of every finished joint run.
+# evaluates finished runs not yet evaluated). First the checkpoint interference of every finished joint run (a
+# checkpoint already measured is kept), then the report, whose conclusion reads those tables.
 # Run from the repository root.
 PY=${PYTHON:-.venv/bin/python}
 HERE=benchmarks/results/compare_patient_e40
 PATIENT=runs/splits/med_patient_s0/med_patient_s0.yaml
 CLEAN=runs/audit/med_patient_s0/clean/med_patient_s0_clean.yaml
-OMP_NUM_THREADS=1 $PY compare.py --name patient_e40 --data $PATIENT --data $CLEAN --epochs 40 --seeds 0 1 2 \
-  --view-weights 0.003 0.01 0.03 0.1 0.3 1 --strategies gradnorm gradnorm_frozen detection_only view_only dual \
-  fixed_w0.03 fixed_w0.1 fixed_w0.01 fixed_w0.3 fixed_w0.003 fixed_w1 --report-only -- --cfg models/yolov5n.yaml \
-  --img 320 --batch-size 16 --workers 1 --val-period 4 --save-period 5 --hyp data/hyps/hyp.patient.yaml || exit 1
-cp runs/compare/patient_e40/{report.md,comparison.csv} runs/compare/patient_e40/*.png $HERE/
 # Each split's runs are measured on their own training images (the clean split's are a subset of the patient split's),
 # so each split has its own table.
+tables=()  # the --checkpoint-interference flag and its files, once a table exists
 for split in med_patient_s0 med_patient_s0_clean; do
   data=$PATIENT out=$HERE/interference
   [ $split = med_patient_s0_clean ] && data=$CLEAN out=$HERE/interference_clean
@@ -21,6 +18,16 @@ for split in med_patient_s0 med_patient_s0_clean; do
     case $(basename $run) in detection_only_*|view_only_*|dual_*) continue;; esac
     [ -f $run/compare_cost.json ] && grep -q '"rc": 0' $run/compare_cost.json && finished+=($run)
   done
-  [ ${#finished[@]} -gt 0 ] && OMP_NUM_THREADS=1 $PY benchmarks/checkpoint_interference.py --data $data \
-    --runs "${finished[@]}" --batches 8 --out $out
+  if [ ${#finished[@]} -gt 0 ]; then
+    OMP_NUM_THREADS=1 $PY benchmarks/checkpoint_interference.py --data $data --runs "${finished[@]}" --batches 8 \
+      --out $out || exit 1
+    [ ${#tables[@]} -eq 0 ] && tables=(--checkpoint-interference)
+    tables+=($out/checkpoint_interference.csv)
+  fi
 done
+OMP_NUM_THREADS=1 $PY compare.py --name patient_e40 --data $PATIENT --data $CLEAN --epochs 40 --seeds 0 1 2 \
+  --view-weights 0.003 0.01 0.03 0.1 0.3 1 --strategies gradnorm gradnorm_frozen detection_only view_only dual \
+  fixed_w0.03 fixed_w0.1 fixed_w0.01 fixed_w0.3 fixed_w0.003 fixed_w1 --report-only \
+  "${tables[@]}" -- --cfg models/yolov5n.yaml --img 320 --batch-size 16 \
+  --workers 1 --val-period 4 --save-period 5 --hyp data/hyps/hyp.patient.yaml || exit 1
+cp runs/compare/patient_e40/{report.md,comparison.csv} runs/compare/patient_e40/*.png $HERE/
