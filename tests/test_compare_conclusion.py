@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.compare.conclusion import conclusion_section, paired_difference
+from utils.compare.conclusion import conclusion_section, paired_difference, paired_note
 from utils.compare.report import build_report
 from utils.compare.stats import aggregate, with_delta_m
 
@@ -49,6 +49,16 @@ def test_paired_difference_uses_only_the_seeds_both_finished():
             row("gradnorm_frozen", 2, 0.9, 0.7, status="failed")]
     diff = paired_difference(rows, "p", "gradnorm", "gradnorm_frozen", "test_mAP50")
     assert diff.n == 2 and diff.mean == pytest.approx(0.03) and diff.sd == pytest.approx(0.02 ** 0.5 / 10)
+
+
+def test_paired_note_counts_the_seeds_each_side_leads():
+    rows = [row("gradnorm", 0, 0.24, 0.7), row("gradnorm", 1, 0.27, 0.7), row("gradnorm", 2, 0.28, 0.7),
+            row("detection_only", 0, 0.34, None), row("detection_only", 1, 0.26, None),
+            row("detection_only", 2, 0.33, None)]
+    # -0.10, +0.01, -0.05: mean -0.0467, sd sqrt(((0.0533)^2 + (0.0567)^2 + (0.0033)^2) / 2) = 0.0551
+    assert paired_note(rows, "p", "gradnorm", "detection_only", "test_mAP50") == \
+        "paired by seed (n 3): -0.047 ± 0.055, detection_only higher in 2 of 3"
+    assert paired_note(rows[:4], "p", "gradnorm", "detection_only", "test_mAP50") is None  # one pair: no note
 
 
 def test_conclusion_names_the_winner_its_margin_and_what_it_means():
@@ -111,8 +121,10 @@ def test_before_delta_m_each_remedy_is_weighed_against_the_single_task_run_that_
     rows.append(row("dual", 0, None, None, status="not_run"))
     text = conclusion(rows)
     assert "No winner yet" in text
+    # paired by seed: 0.22 - 0.18 and 0.26 - 0.22, both +0.040
     assert ("gradnorm against the task trained alone (test set): mAP50 0.240 vs 0.200, gradnorm higher by 0.040 "
-            "(sd 0.028 vs 0.028; the difference is larger than the larger sd).") in text
+            "(sd 0.028 vs 0.028; the difference is larger than the larger sd); paired by seed (n 2): +0.040 ± 0.000, "
+            "gradnorm higher in 2 of 2.") in text
     only_pending = conclusion([row("dual", 0, None, None, status="not_run")], ["dual"])
     assert "### `p`: 0 of 1 runs finished" in only_pending and "- No run finished yet." in only_pending
     assert "Interference" not in only_pending

@@ -18,11 +18,8 @@ from utils.compare.wording import beats_noise, format_percent, format_stat, vers
 Agg = dict[tuple[str, str], dict[str, Stat]]
 
 
-def paired_difference(rows: list[dict], split: str, a: str, b: str, column: str) -> Stat:
-    """Mean ± sd over seeds of a's column minus b's, on the seeds where both finished.
-
-    Pairing by seed compares runs that start from the same initial weights and see the same data order.
-    """
+def paired_values(rows: list[dict], split: str, a: str, b: str, column: str) -> list[float]:
+    """a's column minus b's, one value per seed where both finished (the same seed: the same data order)."""
     by_seed: dict[object, dict[str, float]] = {}
     for row in rows:
         if row.get("split") != split or row.get("status") != "ok" or row.get("strategy") not in (a, b):
@@ -30,7 +27,26 @@ def paired_difference(rows: list[dict], split: str, a: str, b: str, column: str)
         value = finite_number(row.get(column))
         if value is not None:
             by_seed.setdefault(row.get("seed"), {})[row["strategy"]] = value
-    return mean_sd(pair[a] - pair[b] for pair in by_seed.values() if a in pair and b in pair)
+    return [pair[a] - pair[b] for _, pair in sorted(by_seed.items(), key=lambda item: str(item[0]))
+            if a in pair and b in pair]
+
+
+def paired_difference(rows: list[dict], split: str, a: str, b: str, column: str) -> Stat:
+    """Mean ± sd over seeds of a's column minus b's, on the seeds where both finished.
+
+    Pairing by seed compares runs that start from the same initial weights and see the same data order.
+    """
+    return mean_sd(paired_values(rows, split, a, b, column))
+
+
+def paired_note(rows: list[dict], split: str, a: str, b: str, column: str) -> str | None:
+    """', paired by seed (n 3): -0.078 ± 0.030, b higher in 3 of 3' where at least two seeds pair up."""
+    diffs = paired_values(rows, split, a, b, column)
+    if len(diffs) < 2:
+        return None
+    diff = mean_sd(diffs)
+    leader, wins = (a, sum(d > 0 for d in diffs)) if diff.mean > 0 else (b, sum(d < 0 for d in diffs))
+    return f"paired by seed (n {diff.n}): {diff.mean:+.3f} ± {diff.sd:.3f}, {leader} higher in {wins} of {diff.n}"
 
 
 def ranked(agg: Agg, split: str, strategies: list[str], prefix: str) -> list[tuple[str, Stat]]:
@@ -45,7 +61,8 @@ def _stat(agg: Agg, split: str, strategy: str, column: str) -> Stat:
     return (agg.get((split, strategy)) or {}).get(column, NO_STAT)
 
 
-def winner_sentences(agg: Agg, split: str, order: list[tuple[str, Stat]], prefix: str, where: str) -> list[str]:
+def winner_sentences(agg: Agg, split: str, order: list[tuple[str, Stat]], prefix: str, where: str,
+                     rows: list[dict] | None = None) -> list[str]:
     """Who has the highest delta_m, against the runner-up's spread, and per task against training it alone."""
     (win, score), rest = order[0], order[1:]
     line = f"**{win}** has the highest delta_m on the {where}: {format_percent(score)} (n {score.n})"
@@ -63,28 +80,31 @@ def winner_sentences(agg: Agg, split: str, order: list[tuple[str, Stat]], prefix
     out = [line + f". delta_m is the mean relative change of mAP50 and view accuracy against training each task alone "
                   f"(0 = as good as both alone), here against the means of {refs}; its sd counts only the "
                   f"strategy's own seeds."]
-    parts = against_alone(agg, split, win, prefix)
+    parts = against_alone(agg, split, win, prefix, rows)
     if parts:
         out.append(f"{win} against each task trained alone: " + "; ".join(parts) + ".")
     return out
 
 
-def against_alone(agg: Agg, split: str, strategy: str, prefix: str) -> list[str]:
-    """The strategy's mAP50 against detection_only and view accuracy against view_only, where both have figures."""
+def against_alone(agg: Agg, split: str, strategy: str, prefix: str, rows: list[dict] | None = None) -> list[str]:
+    """The strategy's mAP50 against detection_only and view accuracy against view_only, where both have figures;
+    with the rows, also the difference paired by seed."""
     parts = []
     for column, label, reference in (("mAP50", "mAP50", "detection_only"),
                                      ("view_accuracy", "view accuracy", "view_only")):
         mine, theirs = _stat(agg, split, strategy, prefix + column), _stat(agg, split, reference, prefix + column)
         if mine.mean is not None and theirs.mean is not None:
-            parts.append(versus(strategy, mine, reference, theirs, label))
+            paired = paired_note(rows or [], split, strategy, reference, prefix + column)
+            parts.append(versus(strategy, mine, reference, theirs, label) + (f"; {paired}" if paired else ""))
     return parts
 
 
-def alone_sentences(agg: Agg, split: str, strategies: list[str], prefix: str, where: str) -> list[str]:
+def alone_sentences(agg: Agg, split: str, strategies: list[str], prefix: str, where: str,
+                    rows: list[dict] | None = None) -> list[str]:
     """Before delta_m can rank anything: each remedy against whichever single-task run has finished."""
     return [f"{strategy} against the task trained alone ({where}): " + "; ".join(parts) + "."
             for strategy in REMEDIES if strategy in strategies and (split, strategy) in agg
-            and (parts := against_alone(agg, split, strategy, prefix))]
+            and (parts := against_alone(agg, split, strategy, prefix, rows))]
 
 
 def fixed_weight_sentence(agg: Agg, split: str, strategies: list[str], win: str | None, prefix: str,
@@ -209,9 +229,9 @@ def conclusion_section(agg: Agg, rows: list[dict], splits: list[str], strategies
             continue
         order = ranked(agg, split, strategies, prefix)
         win = order[0][0] if order else None
-        lines = winner_sentences(agg, split, order, prefix, where) if order else [
+        lines = winner_sentences(agg, split, order, prefix, where, split_rows) if order else [
             "No winner yet: delta_m needs finished detection_only and view_only runs beside the remedies.",
-            *alone_sentences(agg, split, strategies, prefix, where)]
+            *alone_sentences(agg, split, strategies, prefix, where, split_rows)]
         ceiling = ((ceilings or {}).get(split) or {}).get("test" if on_test else "val")
         lines += [s for s in (fixed_weight_sentence(agg, split, strategies, win, prefix, where),
                               schedule_sentence(split_rows, split, prefix, where),
