@@ -116,7 +116,8 @@ def fixed_weight_sentence(agg: Agg, split: str, strategies: list[str], win: str 
     weights = sorted(w for s in strategies if (w := parse_fixed_weight(s)) is not None and (split, s) in agg)
     edge = (" It is at the end of the sweep, so a weight beyond it might do better."
             if len(weights) > 1 and parse_fixed_weight(fixed) in (weights[0], weights[-1]) else "")
-    head = f"Tuned fixed weight: {fixed}, picked on val by delta_m among {len(weights)} weights " \
+    count = f"{len(weights)} weight" + "s" * (len(weights) != 1)
+    head = f"Tuned fixed weight: {fixed}, picked on val by delta_m among {count} " \
            f"({', '.join(f'{w:g}' for w in weights)})."
     if win is None or win == fixed:
         verdict = " It has the highest delta_m: a tuned fixed weight is all this data needs." if win == fixed else ""
