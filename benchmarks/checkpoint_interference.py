@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.yolo_cls import JointModel, build_model  # noqa: E402
 from utils.checkpoints import load_checkpoint  # noqa: E402
+from utils.compare.interference_table import split_and_strategy  # noqa: E402
 from utils.data.dataset_yaml import check_dataset  # noqa: E402
 from utils.data.loaders import create_dataloader  # noqa: E402
 from utils.data.sources import find_images  # noqa: E402
@@ -160,16 +161,18 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def strategy(run: str) -> str:
-        return re.sub(r"_s\d+$", "", run.split("/")[-1])
+    def split_strategy(run: str) -> tuple[str, str]:
+        # a run folder not named <strategy>_s<seed> is a strategy of its own
+        return split_and_strategy(run) or (run.split("/")[0], run.split("/")[-1])
 
-    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(strategy(r) for r in sorted(table["run"])))}
-    splits = list(dict.fromkeys(r.split("/")[0] for r in sorted(table["run"])))
+    runs = sorted(table["run"])
+    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(split_strategy(r)[1] for r in runs))}
+    splits = list(dict.fromkeys(split_strategy(r)[0] for r in runs))
     styles = {split: ("-", "--", ":", "-.")[i % 4] for i, split in enumerate(splits)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), tight_layout=True)
     labelled = set()
     for run, part in table.sort_values("epoch").groupby("run"):
-        name, split = strategy(run), run.split("/")[0]
+        split, name = split_strategy(run)
         label = f"{name} ({split})" if len(splits) > 1 else name
         style = dict(color=colours[name], linestyle=styles[split], marker="o", markersize=3,
                      label=None if label in labelled else label)

@@ -27,8 +27,7 @@ def paired_values(rows: list[dict], split: str, a: str, b: str, column: str) -> 
         value = finite_number(row.get(column))
         if value is not None:
             by_seed.setdefault(row.get("seed"), {})[row["strategy"]] = value
-    return [pair[a] - pair[b] for _, pair in sorted(by_seed.items(), key=lambda item: str(item[0]))
-            if a in pair and b in pair]
+    return [pair[a] - pair[b] for pair in by_seed.values() if a in pair and b in pair]
 
 
 def paired_difference(rows: list[dict], split: str, a: str, b: str, column: str) -> Stat:

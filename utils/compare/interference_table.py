@@ -22,6 +22,12 @@ FIGURES = ("mean_cosine", "conflict_fraction", "ratio_first", "ratio_late", "wei
 RUN_NAME = re.compile(r"(?P<split>.+)/(?P<strategy>.+)_s(?P<seed>\d+)")
 
 
+def split_and_strategy(run: str) -> tuple[str, str] | None:
+    """'med_patient_s0/gradnorm_s1' (the table's run column: split/run folder) -> ('med_patient_s0', 'gradnorm')."""
+    match = RUN_NAME.fullmatch(run)
+    return (match["split"], match["strategy"]) if match else None
+
+
 def read_tables(paths: list[Path]) -> list[dict]:
     """The rows of every checkpoint_interference.csv given (a clear error naming a missing or malformed file)."""
     rows: list[dict] = []
@@ -55,12 +61,12 @@ def run_figures(checkpoints: list[dict]) -> dict[str, float | None]:
         det, view = finite_number(row.get("weight_det")), finite_number(row.get("weight_view"))
         return view / det if det and view is not None else None
 
-    ratios = [r for r in map(weight_ratio, late) if r is not None]
-    figures = {"mean_cosine": values(numbered, "mean_cosine"), "conflict_fraction": values(numbered,
-                                                                                           "conflict_fraction"),
+    figures = {"mean_cosine": values(numbered, "mean_cosine"),
+               "conflict_fraction": values(numbered, "conflict_fraction"),
                "ratio_first": values(numbered[:1], "median_ratio_unweighted"),
                "ratio_late": values(late, "median_ratio_unweighted"),
-               "weighted_late": values(late, "median_ratio_weighted"), "weight_ratio_late": ratios}
+               "weighted_late": values(late, "median_ratio_weighted"),
+               "weight_ratio_late": [r for r in map(weight_ratio, late) if r is not None]}
     reduce = {"mean_cosine": statistics.fmean, "conflict_fraction": statistics.fmean}
     return {k: (reduce.get(k, statistics.median)(v) if v else None) for k, v in figures.items()}
 
@@ -72,11 +78,11 @@ def summarize_runs(rows: list[dict]) -> dict[tuple[str, str], dict[str, list[flo
         runs.setdefault(str(row.get("run")), []).append(row)
     out: dict[tuple[str, str], dict[str, list[float]]] = {}
     for run, checkpoints in sorted(runs.items()):
-        match = RUN_NAME.fullmatch(run)
-        if not match:
+        key = split_and_strategy(run)
+        if key is None:
             continue
         figures = run_figures(checkpoints)
-        group = out.setdefault((match["split"], match["strategy"]), {k: [] for k in FIGURES})
+        group = out.setdefault(key, {k: [] for k in FIGURES})
         for key, value in figures.items():
             if value is not None:
                 group[key].append(value)
@@ -94,12 +100,12 @@ def span(values: list[float], fmt: str = ".2f", unit: str = "") -> str:
 def closest_fixed_weight(summary: dict[tuple[str, str], dict[str, list[float]]], split: str) -> str | None:
     """The fixed_w<v> strategy whose weighted ratio late in training is nearest (on a log scale) to gradnorm's."""
     target = summary.get((split, "gradnorm"), {}).get("weighted_late")
-    if not target:
+    if not target or min(target) <= 0:
         return None
     candidates = [(abs(math.log(statistics.fmean(g["weighted_late"]) / statistics.fmean(target))), s)
                   for (sp, s), g in summary.items() if sp == split and parse_fixed_weight(s) is not None
                   and g["weighted_late"] and min(g["weighted_late"]) > 0]
-    return min(candidates)[1] if candidates and min(target) > 0 else None
+    return min(candidates)[1] if candidates else None
 
 
 def checkpoint_interference_sentence(summary: dict[tuple[str, str], dict[str, list[float]]],
