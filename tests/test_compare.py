@@ -17,12 +17,10 @@ import pytest
 import yaml
 
 from tests.helpers import med_subset_yaml
-from utils.compare import evaluation
 from utils.compare.cli import main, parse_args
 from utils.compare import runs
-from utils.compare.evaluation import EVAL_FILE, EvalSettings, cached_evaluation
-from utils.compare.run_rows import median_step_ms
-from utils.compare.runs import (COST_FILE, Plan, child_env, claim_run, lock_holder, lock_path, parse_train_iterations,
+from utils.compare.evaluation import EVAL_FILE
+from utils.compare.runs import (COST_FILE, Plan, child_env, claim_run, lock_holder, lock_path,
                                 run_complete, run_finished, train_if_free)
 from utils.compare.strategies import (Strategy, build_command, check_extra_args, derived_hyp, detection_only_content,
                                       resolve_strategies, split_labels, strategy_spec, write_yaml)
@@ -235,42 +233,6 @@ def test_a_run_finished_by_another_process_after_planning_is_not_trained_again(t
     assert trained == [] and (run_dir / "weights" / "last.pt").is_file()
 
 
-def test_cached_evaluation_reuses_until_checkpoint_or_data_change(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(evaluation, "evaluate_checkpoint",
-                        lambda w, d, s: calls.append(w) or {"mAP50": 0.1 * len(calls)})
-    run_dir = _fake_run(tmp_path / "run", [0])
-    weights, data = run_dir / "weights" / "last.pt", tmp_path / "data.yaml"
-    data.write_text("val: a\n")
-    settings = EvalSettings(imgsz=64)
-    assert cached_evaluation(run_dir, weights, data, settings) == {"mAP50": 0.1}
-    assert cached_evaluation(run_dir, weights, data, settings) == {"mAP50": 0.1} and len(calls) == 1
-    data.write_text("val: b\n")
-    assert cached_evaluation(run_dir, weights, data, settings)["mAP50"] == pytest.approx(0.2)
-    assert cached_evaluation(run_dir, weights, data, EvalSettings(imgsz=128))["mAP50"] == pytest.approx(0.3)
-    weights.write_bytes(b"a retrained checkpoint, longer than before")
-    assert cached_evaluation(run_dir, weights, data, EvalSettings(imgsz=128))["mAP50"] == pytest.approx(0.4)
-    (run_dir / EVAL_FILE).write_text("{broken")
-    assert cached_evaluation(run_dir, weights, data, EvalSettings(imgsz=128))["mAP50"] == pytest.approx(0.5)
-    assert len(calls) == 5
-
-
-def test_step_time_from_progress_bar_and_history():
-    stderr = ("        0/1         0G      1.234 :  50%|#####     | 1/2 [00:01<00:01,  1.00it/s]\r"
-              "        0/1         0G      1.234 : 100%|##########| 2/2 [00:02<00:00,  1.00it/s]\n"
-              "        1/1         0G      1.100 : 100%|##########| 2/2 [00:02<00:00,  1.00it/s]\n"
-              "                 Class     Images  Instances          P          R      mAP50   mAP50-95: "
-              "100%|#| 1/1 [00:00<00:00]\n")
-    iterations = parse_train_iterations(stderr)
-    assert iterations == {0: 2, 1: 2}
-    history = {"epochs": [{"epoch": 0, "time_s": 3.0}, {"epoch": 1, "time_s": 5.0}]}
-    assert median_step_ms(history, iterations) == pytest.approx(2000.0)
-    assert median_step_ms(history, {}) is None
-    with_train_s = {"epochs": [{"epoch": 0, "time_s": 3.0, "train_s": 2.0},
-                               {"epoch": 1, "time_s": 5.0, "train_s": 4.0}]}
-    assert median_step_ms(with_train_s, iterations) == pytest.approx(1500.0)  # validation time left out
-
-
 # ------------------------------------------------------------------------------- command lines
 
 EXTRA = ["--cfg", "models/yolov5n.yaml", "--img", "64", "--hyp", "data/hyps/hyp.medical.yaml",
@@ -418,6 +380,7 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     assert all(r["best_epoch"] in {"0", "1"} for r in rows), "replayed from each run's history"
     assert by_name["detection_only"]["view_accuracy_peak"] == "" and by_name["dual"]["view_accuracy_peak"] != ""
     assert all(r["test_mAP50"] == r["mAP50"] for r in rows), "test lists the val images here: same figures"
+    assert all(r["last_test_mAP50"] == r["test_mAP50"] for r in rows), "one epoch: last.pt is best.pt's epoch"
     assert by_name["fixed_w1"]["test_view_accuracy"] == by_name["fixed_w1"]["view_accuracy"] != ""
     assert float(by_name["fixed_w1"]["peak_rss_gb"]) > 0.1 and float(by_name["fixed_w1"]["train_time_s"]) > 0
     assert "### Metrics on the held-out test set" in (root / "report.md").read_text()
@@ -438,6 +401,17 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     assert [r["mAP50"] for r in again] == [r["mAP50"] for r in rows]
     assert [r["train_time_s"] for r in again] == [r["train_time_s"] for r in rows], "costs kept from the first run"
     assert all((Path(r["run_dir"]) / EVAL_FILE).is_file() for r in again), "each checkpoint evaluated once"
+
+    main_report = (root / "report.md").read_text()
+    at_last = _compare(data, tmp_path / "compare", "--report-only", "--checkpoint", "last")
+    assert at_last.returncode == 0, at_last.stdout[-3000:] + at_last.stderr[-3000:]
+    with open(root / "checkpoint_last" / "comparison.csv") as f:
+        last_rows = list(csv.DictReader(f))
+    assert [r["checkpoint"] for r in last_rows] == ["last.pt"] * 3 and all(r["best_epoch"] == "" for r in last_rows)
+    assert [r["mAP50"] for r in last_rows] == [r["mAP50"] for r in rows], "one epoch: last.pt is best.pt's epoch"
+    assert "scored at last.pt" in (root / "checkpoint_last" / "report.md").read_text()
+    assert (root / "checkpoint_last" / "tradeoff_med_views.png").is_file()
+    assert (root / "report.md").read_text() == main_report, "the main report is left alone"
 
     interim = _compare(data, tmp_path / "compare", "--report-only",
                        strategies=("detection_only", "fixed_w1", "dual", "gradnorm"))

@@ -3,6 +3,7 @@
     python compare.py --data data/med.yaml [--data runs/splits/med_patient_s0/med.yaml] \\
         --epochs 20 --seeds 0 1 2 --name NAME [--strategies ...] [--view-weights 0.1 0.3 1 3] \\
         [--interference-every N] [--jobs N] [--dry-run | --report-only] [--checkpoint-interference CSV ...] \\
+        [--checkpoint best|last] \\
         -- --cfg models/yolov5n.yaml --img 320 --hyp data/hyps/hyp.medical.yaml --batch-size 16 --workers 2
 
 (`python -m utils.compare ...` and `python benchmarks/compare.py ...` run the same thing.)
@@ -34,7 +35,10 @@ again from scratch. Each run's best.pt (last.pt when there is none) is
 then evaluated in this process with the project's evaluate() on its split's val set (once:
 the result is kept in the run folder as compare_eval.json until the checkpoint, the data
 YAML or the evaluation settings change), and PROJECT/NAME/comparison.csv, report.md and
-plots are written. --jobs N trains N runs at once (children get OMP_NUM_THREADS = CPUs // N
+plots are written. last.pt is evaluated too (compare_eval_last.json): its headline figures
+fill the last_ columns, and the conclusion says which of its leads hold at the final epoch,
+which no val figure picked. --checkpoint last scores every run at last.pt throughout, in
+PROJECT/NAME/checkpoint_last/. --jobs N trains N runs at once (children get OMP_NUM_THREADS = CPUs // N
 unless it is set); their time columns then include the sharing. Several compare processes
 may share one comparison (one per split, or more to use idle cores): each claims a run
 before training it (PROJECT/NAME/<split>/.<run>.lock, pid and host), skips runs a live

@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> tuple[
     p.add_argument("--checkpoint-interference", type=Path, nargs="+", default=[], metavar="CSV",
                    help="checkpoint_interference.csv files of benchmarks/checkpoint_interference.py on these runs: "
                         "the conclusion reads direction vs magnitude from them")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="checkpoint each run is scored by: best.pt (picked on val) or last.pt (the final epoch: checks "
+                        "that the conclusion does not rest on the epoch choice; report in NAME/checkpoint_last)")
     opt = p.parse_args(argv)
     check_numeric_flags(opt, NUMERIC_RULES)
     try:
@@ -174,7 +177,7 @@ class Collected:
 
 
 def collect_runs(plans: list[Plan], costs: dict[Path, dict], epochs: int, settings: EvalSettings,
-                 labels: dict[Path, str]) -> Collected:
+                 labels: dict[Path, str], checkpoint: str = "best") -> Collected:
     """A row per planned run: evaluated where finished, 'not_run' where not; failures printed as they are met."""
     collected = Collected()
     for plan in plans:
@@ -189,7 +192,7 @@ def collect_runs(plans: list[Plan], costs: dict[Path, dict], epochs: int, settin
             collected.rows.append({"split": plan.split, "strategy": plan.strategy.name, "seed": plan.seed,
                                    "run_dir": str(plan.run_dir), "trained_now": False, "status": "not_run"})
             continue
-        row, stages = collect_row(plan, epochs, cost, settings, trained_now=plan.run_dir in costs)
+        row, stages = collect_row(plan, epochs, cost, settings, plan.run_dir in costs, checkpoint)
         collected.rows.append(row)
         if row["status"] != "ok":
             tail = stderr_tail(plan.run_dir / "compare_stderr.log")
@@ -221,7 +224,7 @@ def write_plots(collected: Collected, splits: dict[str, Path], strategies: list[
 
 
 def main(argv: list[str] | None = None, entry: list[str] | None = None) -> Path | None:
-    """Run the comparison; returns PROJECT/NAME (None for --dry-run).
+    """Run the comparison; returns the report folder, PROJECT/NAME or its checkpoint_last (None for --dry-run).
 
     entry: how it was started, after `python` (e.g. ["-m", "utils.compare"]), for --help and the report's
     command line; default the script path in sys.argv[0].
@@ -241,22 +244,23 @@ def main(argv: list[str] | None = None, entry: list[str] | None = None) -> Path 
               for i, plan in enumerate(plans, 1)}
     with children_stop_with_this_process():
         costs = train_missing(plans, opt, labels)
-    collected = collect_runs(plans, costs, opt.epochs, settings, labels)
+    collected = collect_runs(plans, costs, opt.epochs, settings, labels, opt.checkpoint)
 
-    root.mkdir(parents=True, exist_ok=True)
-    write_csv(root / "comparison.csv", with_delta_m(collected.rows))
+    out = root if opt.checkpoint == "best" else root / "checkpoint_last"  # the runs stay in root either way
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "comparison.csv", with_delta_m(collected.rows))
     ceilings = view_ceilings(splits, root / "derived")
-    plots = write_plots(collected, splits, opt.strategies, root, ceilings)
+    plots = write_plots(collected, splits, opt.strategies, out, ceilings)
     command = "python " + shlex.join(entry + (argv if argv is not None else sys.argv[1:]))
     report = build_report(command=command, date=datetime.now().astimezone().isoformat(timespec="seconds"),
                           machine=machine_line(settings.device), splits=splits, strategies=opt.strategies,
                           settings={"name": opt.name, "epochs": opt.epochs, "seeds": opt.seeds,
-                                    "extra": shlex.join(extra)},
+                                    "extra": shlex.join(extra), "checkpoint": opt.checkpoint},
                           rows=collected.rows, stage_summaries=collected.stage_summaries,
                           failures=collected.failures, plots=plots, ceilings=ceilings,
                           checkpoint_rows=checkpoint_rows)
-    write_text_atomic(root / "report.md", report)
+    write_text_atomic(out / "report.md", report)
     rows = collected.rows
-    print(f"wrote {root / 'comparison.csv'}, {root / 'report.md'} and {sum(map(len, plots.values()))} plots "
+    print(f"wrote {out / 'comparison.csv'}, {out / 'report.md'} and {sum(map(len, plots.values()))} plots "
           f"({sum(r['status'] == 'ok' for r in rows)}/{len(rows)} runs ok)")
-    return root
+    return out

@@ -10,6 +10,8 @@ INTERFERENCE_COLUMNS = ("interference_n", "interference_mean_cosine", "interfere
                         "interference_median_norm_ratio")
 ID_COLUMNS = ("split", "strategy", "seed", "status", "trained_now", "run_dir", "checkpoint", "epochs_done")
 TEST_PREFIX = "test_"  # CSV columns of the held-out test split, where the dataset YAML has one
+LAST_PREFIX = "last_"  # the headline columns again, scored at last.pt (the epoch-choice check beside best.pt)
+LAST_COLUMNS = ("mAP50", "view_accuracy", TEST_PREFIX + "mAP50", TEST_PREFIX + "view_accuracy")
 SINGLE_TASK = ("detection_only", "view_only")
 LABELS = {"mAP50": "mAP50", "mAP50_95": "mAP50-95", "precision": "P", "recall": "R", "F1": "F1",
           "view_accuracy": "view acc", "view_balanced_accuracy": "view bal. acc", "train_time_s": "train time (s)",

@@ -7,15 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from utils.compare.columns import (COST_COLUMNS, DETECTION_COLUMNS, EPOCH_CHOICE_COLUMNS, ID_COLUMNS,
-                                   INTERFERENCE_COLUMNS, TEST_PREFIX, VIEW_COLUMNS, ordered_columns)
+                                   INTERFERENCE_COLUMNS, LAST_PREFIX, TEST_PREFIX, VIEW_COLUMNS, ordered_columns)
 from utils.files import write_text_atomic
 
 
 def csv_fieldnames(rows: list[dict]) -> list[str]:
-    """Fixed columns first, then per-class AP50 and per-view F1 in order of appearance, then the error."""
+    """Fixed columns first, then per-class AP50 and per-view F1 in order of appearance, the figures at last.pt,
+    then the error."""
     return [*ID_COLUMNS, *DETECTION_COLUMNS, *ordered_columns(rows, "AP50_"), *VIEW_COLUMNS,
             *ordered_columns(rows, "F1_"), "delta_m", *ordered_columns(rows, TEST_PREFIX), *COST_COLUMNS,
-            *INTERFERENCE_COLUMNS, *EPOCH_CHOICE_COLUMNS, "error"]
+            *INTERFERENCE_COLUMNS, *EPOCH_CHOICE_COLUMNS, *ordered_columns(rows, LAST_PREFIX), "error"]
 
 
 def csv_value(value: Any) -> Any:

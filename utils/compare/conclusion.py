@@ -9,7 +9,7 @@ would pick it.
 from __future__ import annotations
 
 from utils.compare.ceilings import is_bound
-from utils.compare.columns import TEST_PREFIX
+from utils.compare.columns import LAST_PREFIX, TEST_PREFIX
 from utils.compare.interference_table import checkpoint_interference_sentence, summarize_runs
 from utils.compare.stats import NO_STAT, Stat, best_fixed, finite_number, has_test_figures, mean_sd
 from utils.compare.strategies import REMEDIES, parse_fixed_weight
@@ -107,8 +107,11 @@ def alone_sentences(agg: Agg, split: str, strategies: list[str], prefix: str, wh
 
 
 def fixed_weight_sentence(agg: Agg, split: str, strategies: list[str], win: str | None, prefix: str,
-                          where: str) -> str | None:
-    """Whether the fixed weight picked on val matches the winner, and whether the sweep brackets it."""
+                          where: str, lead_separated: bool | None = None) -> str | None:
+    """Whether the fixed weight picked on val matches the winner, and whether the sweep brackets it.
+
+    lead_separated: whether the winner's delta_m beats the runner-up's by more than the larger sd (None: a side
+    has one seed), so that a fixed weight ranked first is only called enough when the data says so."""
     fixed = best_fixed(agg, split, strategies)
     if fixed is None:
         return None
@@ -119,7 +122,12 @@ def fixed_weight_sentence(agg: Agg, split: str, strategies: list[str], win: str 
     head = f"Tuned fixed weight: {fixed}, picked on val by delta_m among {count} " \
            f"({', '.join(f'{w:g}' for w in weights)})."
     if win is None or win == fixed:
-        verdict = " It has the highest delta_m: a tuned fixed weight is all this data needs." if win == fixed else ""
+        verdict = {True: " It has the highest delta_m, beyond the runner-up's spread: a tuned fixed weight is all this "
+                         "data needs.",
+                   False: " It has the highest delta_m, within the runner-up's spread: a tuned fixed weight does as "
+                          "well as any remedy here.",
+                   None: " It has the highest delta_m, but a side has one seed: whether a tuned fixed weight is "
+                         "enough is open."}[lead_separated] if win == fixed else ""
         return head + verdict + edge
     columns = (("mAP50", "mAP50"), ("view_accuracy", "view accuracy"))
     pairs = [(_stat(agg, split, win, prefix + c), _stat(agg, split, fixed, prefix + c), label) for c, label in columns]
@@ -159,6 +167,44 @@ def schedule_sentence(rows: list[dict], split: str, prefix: str, where: str) -> 
         reading += " (two seeds: a hint, not a finding)"
     return (f"Schedule or ratio: gradnorm minus gradnorm_frozen (GradNorm's mean task weights held fixed from the "
             f"first step), paired by seed on the {where} (n {n}): {figures}; {reading}.")
+
+
+def _lead(diffs: list[float]) -> int | None:
+    """+1 / -1 when the paired mean is beyond its sd (that side leads), 0 within it, None under two seeds."""
+    if len(diffs) < 2:
+        return None
+    d = mean_sd(diffs)
+    return 0 if abs(d.mean) <= d.sd else (1 if d.mean > 0 else -1)
+
+
+def epoch_choice_sentence(rows: list[dict], split: str, names: list[str], prefix: str, where: str) -> str | None:
+    """Each remedy minus the task trained alone, paired by seed, scored at best.pt and again at last.pt.
+
+    best.pt is picked on a small, noisy val set, and not on the same metric for every strategy (detection
+    fitness for the joint runs, the view for view_only); last.pt is picked by nothing. A lead that holds at
+    both does not rest on the epoch choice.
+    """
+    readings = {(1, 1): "holds", (-1, -1): "holds", (0, 0): "within the spread at both"}
+    parts = []
+    for name in names:
+        for column, label, reference in (("mAP50", "mAP50", "detection_only"),
+                                         ("view_accuracy", "view accuracy", "view_only")):
+            at_best = paired_values(rows, split, name, reference, prefix + column)
+            at_last = paired_values(rows, split, name, reference, LAST_PREFIX + prefix + column)
+            leads = (_lead(at_best), _lead(at_last))
+            if None in leads:
+                continue
+            reading = readings.get(leads) or ("beyond the spread only at last.pt" if leads[0] == 0 else
+                                              "does not hold at last.pt")
+            best, last = mean_sd(at_best), mean_sd(at_last)
+            parts.append(f"{name} {label} {best.mean:+.3f} ± {best.sd:.3f} → {last.mean:+.3f} ± {last.sd:.3f} "
+                         f"({reading})")
+    if not parts:
+        return None
+    return ("Epoch choice: best.pt is picked on val (by detection fitness for the joint runs, by the view for "
+            "view_only), last.pt by nothing. Each remedy minus the task trained alone, paired by seed on the "
+            f"{where}, best.pt → last.pt: " + "; ".join(parts) + ". A finding that does not hold at last.pt rests on "
+            "the epoch val picked.")
 
 
 def cost_sentence(agg: Agg, split: str, win: str | None, strategies: list[str]) -> str | None:
@@ -233,7 +279,10 @@ def conclusion_section(agg: Agg, rows: list[dict], splits: list[str], strategies
             "No winner yet: delta_m needs finished detection_only and view_only runs beside the remedies.",
             *alone_sentences(agg, split, strategies, prefix, where, split_rows)]
         ceiling = ((ceilings or {}).get(split) or {}).get("test" if on_test else "val")
-        lines += [s for s in (fixed_weight_sentence(agg, split, strategies, win, prefix, where),
+        remedies = [s for s in dict.fromkeys([*REMEDIES, best_fixed(agg, split, strategies)]) if s in strategies]
+        separated = beats_noise(order[0][1], order[1][1]) if len(order) > 1 else None
+        lines += [s for s in (fixed_weight_sentence(agg, split, strategies, win, prefix, where, separated),
+                              epoch_choice_sentence(split_rows, split, remedies, prefix, where),
                               schedule_sentence(split_rows, split, prefix, where),
                               cost_sentence(agg, split, win, strategies),
                               checkpoint_interference_sentence(checkpoints, split)

@@ -12,6 +12,7 @@ from utils.compare.columns import TEST_PREFIX
 from utils.files import write_json_atomic
 
 EVAL_FILE = "compare_eval.json"  # metrics of the evaluated checkpoint, reused while checkpoint and data are unchanged
+LAST_EVAL_FILE = "compare_eval_last.json"  # the same for last.pt (--checkpoint last), kept apart so neither evicts
 
 
 @dataclass
@@ -79,21 +80,23 @@ def evaluation_key(weights: Path, data_yaml: Path, settings: EvalSettings) -> di
             "imgsz": settings.imgsz, "batch_size": settings.batch_size, "single_cls": settings.single_cls}
 
 
-def cached_evaluation(run_dir: Path, weights: Path, data_yaml: Path, settings: EvalSettings) -> dict:
+def cached_evaluation(run_dir: Path, weights: Path, data_yaml: Path, settings: EvalSettings,
+                      cache_name: str = EVAL_FILE) -> dict:
     """evaluate_checkpoint, or its saved result when the checkpoint, data YAML and settings are unchanged.
 
     A report over many runs is regenerated often (every resume, --report-only); evaluating each
     checkpoint once keeps that cheap. Images changed under an unchanged YAML are not detected.
+    cache_name: the file in run_dir that keeps the result (one per checkpoint choice).
     """
     key = evaluation_key(weights, data_yaml, settings)
     try:
-        saved = json.loads((run_dir / EVAL_FILE).read_text())
+        saved = json.loads((run_dir / cache_name).read_text())
         if saved.get("key") == key:
             return saved["metrics"]
     except (OSError, json.JSONDecodeError, KeyError, AttributeError):
         pass
     metrics = evaluate_checkpoint(weights, data_yaml, settings)
-    write_json_atomic(run_dir / EVAL_FILE, {"key": key, "metrics": metrics}, indent=1)
+    write_json_atomic(run_dir / cache_name, {"key": key, "metrics": metrics}, indent=1)
     return metrics
 
 

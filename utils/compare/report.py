@@ -142,9 +142,15 @@ def interference_table(stage_aggs: dict[str, dict[str, dict[str, Stat]]]) -> str
                            "median norm ratio ‖g_view‖/‖g_det‖"], rows)
 
 
+METRICS_NOTE = {
+    "best": "each run's best.pt (last.pt when the run wrote no best.pt)",
+    "last": "each run's last.pt (the final epoch, chosen by no val figure: this report checks that the conclusion "
+            "does not rest on the epoch choice; the main report scores best.pt)",
+}
+
 NOTES = """\
 How to read this:
-- Metrics: each run's best.pt (last.pt when the run wrote no best.pt) evaluated on the split's val set with
+- Metrics: {metrics} evaluated on the split's val set with
   utils.evaluation.validation.evaluate (as val.py: conf 0.001, IoU 0.6, rect batches of 32). F1 = 2PR/(P+R) of the
   overall P and R. mean ± sample sd over seeds; one seed shows the value alone. best.pt is picked on val, so
   val figures lean optimistic; where the split has a test set (utils.split writes one) the same checkpoint is
@@ -203,10 +209,11 @@ def ceiling_line(ceilings: dict[str, dict]) -> list[str]:
 
 def split_section(agg: dict[tuple[str, str], dict[str, Stat]], split: str, data: Path, strategies: list[str],
                   split_rows: list[dict], stage_summaries: dict, plots: list[str],
-                  ceilings: dict[str, dict] | None = None) -> list[str]:
+                  ceilings: dict[str, dict] | None = None, checkpoint: str = "best") -> list[str]:
     """The report lines of one split: its tables, its comparison sentences and its plots.
 
     ceilings: the split's view-label ceiling per held-out split ('val', 'test'), shown beside the view accuracies.
+    checkpoint: the scored checkpoint's name without .pt, for the epoch-choice table.
     """
     ceilings = ceilings or {}
     out = [f"## Split `{split}` ({data})", "", *ceiling_line(ceilings), "### Metrics (valid set, mean ± sd over seeds)",
@@ -235,10 +242,12 @@ def split_section(agg: dict[tuple[str, str], dict[str, Stat]], split: str, data:
                 interference_table(stage_aggs), ""]
     choice = [s for s in strategies if agg.get((split, s), {}).get("view_accuracy_peak", NO_STAT).n]
     if choice:
-        out += ["### Epoch choice (valid set): view accuracy of best.pt against the run's peak over epochs", "",
-                "best.pt is the epoch with the highest fitness: detection fitness for every joint strategy, so "
-                "the view task is read where the detector peaked. The peak view accuracy is picked on val "
-                "(optimistic); a large gap means the view figures above depend on the epoch choice.", "",
+        chosen = ("best.pt is the epoch with the highest fitness: detection fitness for every joint strategy, so "
+                  "the view task is read where the detector peaked." if checkpoint == "best" else
+                  f"{checkpoint}.pt is the final epoch.")
+        out += [f"### Epoch choice (valid set): view accuracy of {checkpoint}.pt against the run's peak over epochs",
+                "", f"{chosen} The peak view accuracy is picked on val (optimistic); a large gap means the view "
+                "figures above depend on the epoch choice.", "",
                 stat_table(agg, split, choice, ["best_epoch", "view_accuracy", *EPOCH_CHOICE_COLUMNS[1:]],
                            LABELS), ""]
     table = delta_m_table(agg, split, strategies)
@@ -262,7 +271,9 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
     test_cols = ordered_columns(rows, TEST_PREFIX)
     agg = aggregate(rows, [*DETECTION_COLUMNS, *VIEW_COLUMNS, *COST_COLUMNS, *INTERFERENCE_COLUMNS,
                            *EPOCH_CHOICE_COLUMNS, *ap_cols, *f1_cols, *test_cols, "delta_m"])
-    out = [f"# Strategy comparison: {settings['name']}", "",
+    checkpoint = settings.get("checkpoint", "best")
+    title = settings["name"] + ("" if checkpoint == "best" else f", scored at {checkpoint}.pt")
+    out = [f"# Strategy comparison: {title}", "",
            f"- command: `{command}`", f"- date: {date}", f"- machine: {machine}",
            f"- epochs {settings['epochs']}, seeds {settings['seeds']}, strategies {', '.join(strategies)}",
            f"- train flags passed through: `{settings['extra'] or '(none)'}`", ""]
@@ -272,10 +283,10 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
                 "--report-only; the n column counts the seeds each figure rests on; the runs still missing "
                 "are listed at the end).", ""]
     out += conclusion_section(agg, rows, list(splits), strategies, ceilings, checkpoint_rows)
-    out += [NOTES]
+    out += [NOTES.format(metrics=METRICS_NOTE[checkpoint])]
     for split, data in splits.items():
         out += split_section(agg, split, data, strategies, [r for r in rows if r["split"] == split],
-                             stage_summaries, plots.get(split, []), (ceilings or {}).get(split))
+                             stage_summaries, plots.get(split, []), (ceilings or {}).get(split), checkpoint)
     if pending:
         out += ["## Not run yet", ""]
         missing: dict[tuple[str, str], list[int]] = {}

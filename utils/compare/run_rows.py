@@ -4,7 +4,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from utils.compare.evaluation import EvalSettings, cached_evaluation
+from utils.compare.columns import LAST_COLUMNS, LAST_PREFIX
+from utils.compare.evaluation import EVAL_FILE, LAST_EVAL_FILE, EvalSettings, cached_evaluation
 from utils.compare.runs import Plan, read_history, run_finished
 from utils.training.best_checkpoint import best_checkpoint_epoch
 from utils.training.interference import OVERALL, summarize_interference
@@ -55,8 +56,13 @@ def epoch_choice_columns(history: dict | None) -> dict:
     return columns
 
 
-def collect_row(plan: Plan, epochs: int, cost: dict, settings: EvalSettings, trained_now: bool) -> tuple[dict, dict]:
-    """One CSV row for a run (metrics evaluated now) and its per-stage interference summary."""
+def collect_row(plan: Plan, epochs: int, cost: dict, settings: EvalSettings, trained_now: bool,
+                checkpoint: str = "best") -> tuple[dict, dict]:
+    """One CSV row for a run (metrics evaluated now) and its per-stage interference summary.
+
+    checkpoint "best" evaluates best.pt (last.pt when the run wrote none); "last" evaluates last.pt, the final
+    epoch, which no val figure chose: the check that a conclusion does not rest on the epoch choice.
+    """
     history = read_history(plan.run_dir)
     row: dict[str, Any] = {"split": plan.split, "strategy": plan.strategy.name, "seed": plan.seed,
                            "run_dir": str(plan.run_dir), "trained_now": trained_now, "status": "ok"}
@@ -75,14 +81,19 @@ def collect_row(plan: Plan, epochs: int, cost: dict, settings: EvalSettings, tra
         return row, {}
     if row.get("epochs_done", epochs) < epochs:
         row["error"] = f"stopped early after {row['epochs_done']} epochs (--patience)"
-    weights = plan.run_dir / "weights" / "best.pt"
+    weights = plan.run_dir / "weights" / f"{checkpoint}.pt"
     weights = weights if weights.is_file() else plan.run_dir / "weights" / "last.pt"
     row["checkpoint"] = weights.name
     row.update(epoch_choice_columns(history))
     if weights.name != "best.pt":
         row.pop("best_epoch", None)
     try:
-        row.update(cached_evaluation(plan.run_dir, weights, plan.data, settings))
+        cache = LAST_EVAL_FILE if checkpoint == "last" else EVAL_FILE
+        row.update(cached_evaluation(plan.run_dir, weights, plan.data, settings, cache))
+        if checkpoint == "best":  # the headline figures at last.pt too: does the conclusion rest on the epoch choice?
+            last = row if weights.name == "last.pt" else cached_evaluation(
+                plan.run_dir, plan.run_dir / "weights" / "last.pt", plan.data, settings, LAST_EVAL_FILE)
+            row.update({LAST_PREFIX + c: last[c] for c in LAST_COLUMNS if c in last})
     except Exception as e:  # one broken run must not stop the report
         row.update(status="eval_failed", error=f"{type(e).__name__}: {e}")
     return row, stages
