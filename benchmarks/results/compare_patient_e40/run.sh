@@ -7,8 +7,8 @@
 #  1. The frozen-weights ablation (it needs the gradnorm run of its seed), seed order as given so that two workers
 #     start on different seeds; then the single-task runs of every seed (delta_m of every strategy rests on them).
 #  2. Seed 0 of every strategy: the whole sweep once.
-#  3. Seeds 1-2 of the fixed weights val can pick (seed 0: 0.01 best, then 0.03; 0.003 below both) and dual, then
-#     fixed_w0.1.
+#  3. Seeds 1-2 of the fixed weights val can pick (on seed 0 val ranks 0.01 first, then 0.03; 0.003 is the low end
+#     of the sweep, still training when this order was set) and dual, then fixed_w0.1.
 #  4. The --write-clean split, seed-major: GradNorm and the single-task references, the low fixed weights, dual,
 #     gradnorm_frozen (after its gradnorm), the high fixed weights.
 #  5. Seeds 1-2 of fixed_w0.3 and fixed_w1: on seed 0 their detector hardly learns (test mAP50 0.012 at 0.3, val
