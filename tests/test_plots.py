@@ -1,7 +1,5 @@
-"""Every plot writes a real, non-empty file quickly; batch mosaics draw what they are given and nothing else."""
+"""Every plot writes a real, non-empty file; batch mosaics draw what they are given and nothing else."""
 from __future__ import annotations
-
-import time
 
 import cv2
 import numpy as np
@@ -48,12 +46,10 @@ def test_plot_results_reads_padded_yolov5_csv(tmp_path):
     assert _non_empty(out)
 
 
-def test_plot_labels_fast_for_1000_labels(tmp_path):
+def test_plot_labels_draws_both_figures_for_1000_labels(tmp_path):  # its time: benchmarks/plot_speed.py
     rng = np.random.default_rng(0)
     labels = np.c_[rng.integers(0, 4, 1000), rng.uniform(0.1, 0.9, (1000, 2)), rng.uniform(0.05, 0.4, (1000, 2))]
-    start = time.perf_counter()
     out = plot_labels(torch.tensor(labels), ["AR", "MR", "PR", "TR"], tmp_path)
-    assert time.perf_counter() - start < 4.0  # < 2 s alone; slack for a shared CPU
     assert out == tmp_path / "labels.jpg" and _non_empty(out)
     assert _non_empty(tmp_path / "labels_correlogram.jpg")
 

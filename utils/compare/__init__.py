@@ -38,8 +38,8 @@ YAML or the evaluation settings change), and PROJECT/NAME/comparison.csv, report
 plots are written. last.pt is evaluated too (compare_eval_last.json): its headline figures
 fill the last_ columns, and the conclusion says which of its leads hold at the final epoch,
 which no val figure picked. --checkpoint last scores every run at last.pt throughout, in
-PROJECT/NAME/checkpoint_last/. --jobs N trains N runs at once (children get OMP_NUM_THREADS = CPUs // N
-unless it is set); their time columns then include the sharing. Several compare processes
+PROJECT/NAME/checkpoint_last/. --jobs N trains N runs at once (children get
+OMP_NUM_THREADS = CPUs // N unless it is set); their time columns then include the sharing. Several compare processes
 may share one comparison (one per split, or more to use idle cores): each claims a run
 before training it (PROJECT/NAME/<split>/.<run>.lock, pid and host), skips runs a live
 process holds, and takes over a claim whose process is gone. Stopping compare.py (Ctrl-C, or
