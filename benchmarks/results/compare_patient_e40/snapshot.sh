@@ -29,8 +29,9 @@ done
 # final epoch, which no val figure chose), so that a conclusion resting on the epoch choice shows.
 for checkpoint in best last; do
   OMP_NUM_THREADS=1 $PY compare.py --name patient_e40 --data $PATIENT --data $CLEAN --epochs 40 --seeds 0 1 2 \
-    --view-weights 0.003 0.01 0.03 0.1 0.3 1 --strategies gradnorm gradnorm_frozen detection_only view_only dual \
-    fixed_w0.03 fixed_w0.1 fixed_w0.01 fixed_w0.3 fixed_w0.003 fixed_w1 --report-only --checkpoint $checkpoint \
+    --view-weights 0.001 0.003 0.01 0.03 0.1 0.3 1 --strategies gradnorm gradnorm_frozen detection_only view_only \
+    dual fixed_w0.03 fixed_w0.1 fixed_w0.01 fixed_w0.3 fixed_w0.003 fixed_w1 fixed_w0.001 --report-only \
+    --checkpoint $checkpoint \
     "${tables[@]}" -- --cfg models/yolov5n.yaml --img 320 --batch-size 16 \
     --workers 1 --val-period 4 --save-period 5 --hyp data/hyps/hyp.patient.yaml || exit 1
 done
