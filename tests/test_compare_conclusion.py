@@ -85,7 +85,8 @@ def test_a_tuned_fixed_weight_that_wins_is_named_as_enough():
     rows += [row("fixed_w0.3", 0, 0.24, 0.72), row("fixed_w0.3", 1, 0.24, 0.72)]
     text = conclusion(rows, [*STRATEGIES, "fixed_w0.3"])
     assert "**fixed_w0.3** has the highest delta_m" in text
-    assert "a tuned fixed weight is all this data needs" in text and "end of the sweep" not in text
+    assert "a tuned fixed weight is all this data needs (two seeds: a hint, not a finding)." in text
+    assert "end of the sweep" not in text
     assert "Schedule or ratio" not in text  # no gradnorm pair to read it from
     one_seed = conclusion([r for r in rows if (r["strategy"], r["seed"]) != ("fixed_w0.3", 1)],
                           [*STRATEGIES, "fixed_w0.3"])

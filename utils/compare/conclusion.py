@@ -123,12 +123,14 @@ def fixed_weight_sentence(agg: Agg, split: str, strategies: list[str], win: str 
            f"({', '.join(f'{w:g}' for w in weights)})."
     if win is None or win == fixed:
         verdict = {True: " It has the highest delta_m, beyond the runner-up's spread: a tuned fixed weight is all this "
-                         "data needs.",
+                         "data needs",
                    False: " It has the highest delta_m, within the runner-up's spread: a tuned fixed weight does as "
-                          "well as any remedy here.",
+                          "well as any remedy here",
                    None: " It has the highest delta_m, but a side has one seed: whether a tuned fixed weight is "
-                         "enough is open."}[lead_separated] if win == fixed else ""
-        return head + verdict + edge
+                         "enough is open"}[lead_separated] if win == fixed else ""
+        if verdict and lead_separated is not None and _stat(agg, split, fixed, prefix + "delta_m").n == 2:
+            verdict += " (two seeds: a hint, not a finding)"
+        return head + (verdict + "." if verdict else "") + edge
     columns = (("mAP50", "mAP50"), ("view_accuracy", "view accuracy"))
     pairs = [(_stat(agg, split, win, prefix + c), _stat(agg, split, fixed, prefix + c), label) for c, label in columns]
     pairs = [p for p in pairs if p[0].mean is not None and p[1].mean is not None]
