@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.compare.columns import not_applicable  # noqa: E402
+from utils.compare.report import markdown_table  # noqa: E402
 
 TEST_CURVE = re.compile(r"(?P<strategy>.+)_s(?P<seed>\d+)_test\.csv")
 METRICS = {"test_mAP50": "test mAP50", "test_view_accuracy": "test view accuracy"}
@@ -50,30 +51,31 @@ def read_curves(folder: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def mean_by_epoch(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """strategy x epoch: the metric's mean over the seeds that saved that epoch; a strategy the metric means
-    nothing for (view accuracy of detection_only, mAP50 of view_only) is left out."""
+def with_figure(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows with a value of the metric, without the strategies it means nothing for (view accuracy of
+    detection_only, mAP50 of view_only)."""
     present = curves.dropna(subset=[metric])
-    present = present[[not not_applicable(s, metric) for s in present.strategy]]
-    return present.pivot_table(index="strategy", columns="epoch", values=metric, aggfunc="mean")
+    return present[[not not_applicable(s, metric) for s in present.strategy]]
+
+
+def mean_by_epoch(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """strategy x epoch: the metric's mean over the seeds that saved that epoch."""
+    return with_figure(curves, metric).pivot_table(index="strategy", columns="epoch", values=metric, aggfunc="mean")
 
 
 def late_means(curves: pd.DataFrame, metric: str, late_from: int) -> pd.DataFrame:
     """Per strategy, mean and sd over seeds (and the seed count) of each run's mean over its saved epochs >=
     late_from: a reading of the late phase that no single epoch's swing decides."""
-    late = curves[curves.epoch >= late_from].dropna(subset=[metric])
-    late = late[[not not_applicable(s, metric) for s in late.strategy]]
+    late = with_figure(curves[curves.epoch >= late_from], metric)
     per_run = late.groupby(["strategy", "seed"])[metric].mean()
     return per_run.groupby("strategy").agg(["mean", "std", "count"])
 
 
 def markdown(table: pd.DataFrame, title: str) -> str:
     """A GitHub table, strategies as rows and epochs as columns, three decimals."""
-    header = [title, *[str(c) for c in table.columns]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for strategy, values in table.iterrows():
-        lines.append("| " + " | ".join([str(strategy), *("" if pd.isna(v) else f"{v:.3f}" for v in values)]) + " |")
-    return "\n".join(lines)
+    rows = [[str(strategy), *("" if pd.isna(v) else f"{v:.3f}" for v in values)]
+            for strategy, values in table.iterrows()]
+    return markdown_table([title, *[str(c) for c in table.columns]], rows)
 
 
 def plot(curves: pd.DataFrame, out: Path, view_ceiling: float | None) -> None:

@@ -16,6 +16,15 @@ from utils.compare.strategies import REMEDIES, parse_fixed_weight
 from utils.compare.wording import beats_noise, format_percent, format_stat, versus
 
 Agg = dict[tuple[str, str], dict[str, Stat]]
+TWO_SEEDS = " (two seeds: a hint, not a finding)"
+
+
+def lead(diff: Stat) -> int | None:
+    """Of a paired difference: +1 / -1 when its mean is beyond its sd (that side leads), 0 within it, None under
+    two seeds."""
+    if diff.mean is None or diff.sd is None or diff.n < 2:
+        return None
+    return 0 if abs(diff.mean) <= diff.sd else (1 if diff.mean > 0 else -1)
 
 
 def paired_values(rows: list[dict], split: str, a: str, b: str, column: str) -> list[float]:
@@ -129,7 +138,7 @@ def fixed_weight_sentence(agg: Agg, split: str, strategies: list[str], win: str 
                    None: " It has the highest delta_m, but a side has one seed: whether a tuned fixed weight is "
                          "enough is open"}[lead_separated] if win == fixed else ""
         if verdict and lead_separated is not None and _stat(agg, split, fixed, prefix + "delta_m").n == 2:
-            verdict += " (two seeds: a hint, not a finding)"
+            verdict += TWO_SEEDS
         return head + (verdict + "." if verdict else "") + edge
     columns = (("mAP50", "mAP50"), ("view_accuracy", "view accuracy"))
     pairs = [(_stat(agg, split, win, prefix + c), _stat(agg, split, fixed, prefix + c), label) for c, label in columns]
@@ -156,8 +165,7 @@ def schedule_sentence(rows: list[dict], split: str, prefix: str, where: str) -> 
         return None
     n = diffs[0][1].n
     figures = "; ".join(f"{label} {d.mean:+.3f}" + ("" if d.sd is None else f" ± {d.sd:.3f}") for label, d in diffs)
-    beyond = [f"{label} ({'gradnorm' if d.mean > 0 else 'gradnorm_frozen'} higher)" for label, d in diffs
-              if n >= 2 and abs(d.mean) > d.sd]
+    beyond = [f"{label} ({'gradnorm' if d.mean > 0 else 'gradnorm_frozen'} higher)" for label, d in diffs if lead(d)]
     if n < 2:
         reading = "one seed, so no claim"
     elif not beyond:
@@ -166,17 +174,9 @@ def schedule_sentence(rows: list[dict], split: str, prefix: str, where: str) -> 
     else:
         reading = f"beyond the spread on {' and '.join(beyond)}: there the moving weights matter, not only their mean"
     if n == 2:
-        reading += " (two seeds: a hint, not a finding)"
+        reading += TWO_SEEDS
     return (f"Schedule or ratio: gradnorm minus gradnorm_frozen (GradNorm's mean task weights held fixed from the "
             f"first step), paired by seed on the {where} (n {n}): {figures}; {reading}.")
-
-
-def _lead(diffs: list[float]) -> int | None:
-    """+1 / -1 when the paired mean is beyond its sd (that side leads), 0 within it, None under two seeds."""
-    if len(diffs) < 2:
-        return None
-    d = mean_sd(diffs)
-    return 0 if abs(d.mean) <= d.sd else (1 if d.mean > 0 else -1)
 
 
 def epoch_choice_sentence(rows: list[dict], split: str, names: list[str], prefix: str, where: str) -> str | None:
@@ -191,14 +191,13 @@ def epoch_choice_sentence(rows: list[dict], split: str, names: list[str], prefix
     for name in names:
         for column, label, reference in (("mAP50", "mAP50", "detection_only"),
                                          ("view_accuracy", "view accuracy", "view_only")):
-            at_best = paired_values(rows, split, name, reference, prefix + column)
-            at_last = paired_values(rows, split, name, reference, LAST_PREFIX + prefix + column)
-            leads = (_lead(at_best), _lead(at_last))
+            best = paired_difference(rows, split, name, reference, prefix + column)
+            last = paired_difference(rows, split, name, reference, LAST_PREFIX + prefix + column)
+            leads = (lead(best), lead(last))
             if None in leads:
                 continue
             reading = readings.get(leads) or ("beyond the spread only at last.pt" if leads[0] == 0 else
                                               "does not hold at last.pt")
-            best, last = mean_sd(at_best), mean_sd(at_last)
             parts.append(f"{name} {label} {best.mean:+.3f} ± {best.sd:.3f} → {last.mean:+.3f} ± {last.sd:.3f} "
                          f"({reading})")
     if not parts:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from typing import Any
 
 from utils.compare.columns import LAST_COLUMNS, LAST_PREFIX
@@ -87,12 +88,14 @@ def collect_row(plan: Plan, epochs: int, cost: dict, settings: EvalSettings, tra
     row.update(epoch_choice_columns(history))
     if weights.name != "best.pt":
         row.pop("best_epoch", None)
+    def evaluated(checkpoint_file: Path) -> dict:  # one cache file per checkpoint file, so each is evaluated once
+        cache = LAST_EVAL_FILE if checkpoint_file.name == "last.pt" else EVAL_FILE
+        return cached_evaluation(plan.run_dir, checkpoint_file, plan.data, settings, cache)
+
     try:
-        cache = LAST_EVAL_FILE if checkpoint == "last" else EVAL_FILE
-        row.update(cached_evaluation(plan.run_dir, weights, plan.data, settings, cache))
+        row.update(evaluated(weights))
         if checkpoint == "best":  # the headline figures at last.pt too: does the conclusion rest on the epoch choice?
-            last = row if weights.name == "last.pt" else cached_evaluation(
-                plan.run_dir, plan.run_dir / "weights" / "last.pt", plan.data, settings, LAST_EVAL_FILE)
+            last = evaluated(plan.run_dir / "weights" / "last.pt")
             row.update({LAST_PREFIX + c: last[c] for c in LAST_COLUMNS if c in last})
     except Exception as e:  # one broken run must not stop the report
         row.update(status="eval_failed", error=f"{type(e).__name__}: {e}")
