@@ -33,11 +33,13 @@ def eval_settings(extra: list[str]) -> EvalSettings:
                         single_cls=train_opt.single_cls)
 
 
-def evaluate_checkpoint(weights: Path, data_yaml: Path, settings: EvalSettings) -> dict:
+def evaluate_checkpoint(weights: Path, data_yaml: Path, settings: EvalSettings,
+                        tasks: tuple[str, ...] = ("val", "test"), per_image: dict[str, list] | None = None) -> dict:
     """Metrics of one checkpoint on the YAML's val split (in-process, as val.py), plus parameters and GFLOPs.
 
     Where the YAML also names a test split (utils.split writes one), its metrics are added with the
     test_ prefix: the report picks the best fixed weight on val and compares the strategies on test.
+    tasks: the splits to evaluate; per_image: {split: list} to extend with evaluate()'s ImageMatches.
     """
     from utils.data.dataset_yaml import check_dataset
     from utils.data.loaders import create_dataloader
@@ -57,13 +59,13 @@ def evaluate_checkpoint(weights: Path, data_yaml: Path, settings: EvalSettings) 
     imgsz = check_img_size(settings.imgsz, stride)
     row: dict[str, Any] = {"parameters": int(info["parameters"]), "gflops": float(info["gflops"])}
     for task, prefix in (("val", ""), ("test", TEST_PREFIX)):
-        if not data.get(task):
+        if task not in tasks or not data.get(task):
             continue
         loader, _ = create_dataloader(data[task], imgsz, settings.batch_size, stride, single_cls=settings.single_cls,
                                       rect=True, pad=0.5, workers=settings.workers, prefix=f"{task}: ",
                                       nc=len(model.names), n_views=len(view_names) if view_names else None)
         result = evaluate(model, loader, names=model.names, device=device, single_cls=settings.single_cls,
-                          view_names=view_names)
+                          view_names=view_names, per_image=(per_image or {}).get(task))
         row |= {prefix + k: v for k, v in metrics_row(result, list(view_names) if view_names else None).items()}
     return row
 

@@ -15,7 +15,7 @@ from utils.backends.pytorch import ModuleBackend
 from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
 from utils.evaluation.plots import plot_ap_curves, plot_confusion_matrix, plot_view_confusion_matrix
-from utils.evaluation.view_metrics import ViewAccumulator, ViewMetrics, format_view_table
+from utils.evaluation.view_metrics import NO_VIEW, ViewAccumulator, ViewMetrics, format_view_table
 from utils.logger import LOGGER
 from utils.plots import plot_images
 from utils.torch_utils import time_sync
@@ -51,6 +51,22 @@ class DetectionResult:
             return None
         return {"view_loss": self.view_loss, "view_accuracy": float(self.view.accuracy),
                 "view_balanced_accuracy": float(self.view.balanced_accuracy)}
+
+
+@dataclass
+class ImageMatches:
+    """One image's predictions matched to its labels: enough to recompute mAP and view accuracy on any subset.
+
+    A patient bootstrap (utils/compare/bootstrap.py) resamples these instead of re-running the model.
+    """
+
+    path: str
+    correct: np.ndarray  # bool [n_pred, 10]: prediction i is a true positive at IoU threshold j
+    conf: np.ndarray  # [n_pred]
+    pred_cls: np.ndarray  # [n_pred]
+    target_cls: np.ndarray  # [n_labels]
+    view_true: int = NO_VIEW
+    view_pred: int = NO_VIEW  # arg-max view; NO_VIEW without a view head
 
 
 def _native_space_labels(labels: torch.Tensor, img_hw: tuple, shape_info) -> torch.Tensor:
@@ -105,6 +121,7 @@ def evaluate(
     half: bool = False,
     view_names: list | None = None,
     amp_dtype: torch.dtype | None = None,
+    per_image: list | None = None,
 ) -> DetectionResult:
     """Run the model over `dataloader`, print YOLOv5's table, return the metrics.
 
@@ -113,6 +130,7 @@ def evaluate(
     dtype during an AMP run). The loss, the decoding of boxes and the view figures always use float32
     outputs. Predictions and labels are both mapped back to each image's original pixels before
     matching, as YOLOv5 does, so metrics do not depend on the letterbox.
+    per_image: a list to extend with one ImageMatches per image, in loader order (the metrics do not change).
     """
     nc = 1 if single_cls else len(names)
     module = model if isinstance(model, torch.nn.Module) else None
@@ -130,6 +148,7 @@ def evaluate(
     seen = 0
     views_seen = ViewAccumulator(len(view_names)) if view_names else None
     view_loss_sum = 0.0
+    image_views: list[tuple[str, int, int]] = []  # (path, true, predicted) per image, for per_image
     if save_txt and save_dir is not None:
         (save_dir / "labels").mkdir(parents=True, exist_ok=True)
     bar = tqdm(dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}", disable=training and not verbose)
@@ -155,17 +174,18 @@ def evaluate(
         dt[1] += t2 - t1
         dt[2] += t3 - t2
 
+        if per_image is not None:
+            image_views += _views_per_image(paths, views, scores)
         for si, pred in enumerate(preds):
             labels = targets[targets[:, 0] == si, 1:]
             nl, npr = labels.shape[0], pred.shape[0]
             shape0, ratio_pad = shapes[si]
             seen += 1
             correct = torch.zeros(npr, len(iouv), dtype=torch.bool, device=device)
-            if npr == 0:
-                if nl:
-                    stats.append((correct, torch.zeros(0, device=device), torch.zeros(0, device=device), labels[:, 0]))
-                    if plots:
-                        confusion.process_batch(None, labels[:, 0])
+            if npr == 0:  # one stats entry per image, even an empty one, so stats[i] is image i
+                stats.append((correct, torch.zeros(0, device=device), torch.zeros(0, device=device), labels[:, 0]))
+                if nl and plots:
+                    confusion.process_batch(None, labels[:, 0])
                 continue
             if single_cls:
                 pred[:, 5] = 0
@@ -187,6 +207,9 @@ def evaluate(
             plot_images(imgs, _preds_to_targets(preds), paths, save_dir / f"val_batch{batch_i}_pred.jpg", names)
 
     result = _summarise(stats, nc, names, seen, plots, save_dir)
+    if per_image is not None:
+        per_image += [ImageMatches(path, *(x.cpu().numpy() for x in stat), true, pred)
+                      for (path, true, pred), stat in zip(image_views, stats)]
     result.losses = tuple((loss_sum.cpu() / max(len(dataloader), 1)).tolist())
     result.speed_ms = tuple(x / max(seen, 1) * 1e3 for x in dt)
     _print_table(result, nc, verbose or (nc < 50 and not training), training)
@@ -210,6 +233,13 @@ def evaluate(
     if module is not None:
         module.train(was_training)
     return result
+
+
+def _views_per_image(paths, views: torch.Tensor, scores: torch.Tensor | None) -> list[tuple[str, int, int]]:
+    """(path, true view, arg-max view) of each image of a batch; NO_VIEW where a label or the head is missing."""
+    true = views.reshape(-1).tolist()
+    pred = scores.argmax(1).tolist() if scores is not None else [NO_VIEW] * len(paths)
+    return [(str(p), int(t), int(q)) for p, t, q in zip(paths, true, pred)]
 
 
 def _preds_to_targets(preds: list[torch.Tensor]) -> torch.Tensor:

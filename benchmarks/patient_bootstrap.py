@@ -1,0 +1,166 @@
+"""Would a strategy's lead on test survive other patients? A patient bootstrap of a comparison's test figures.
+
+Seeds measure how much training varies; the test set (17 patients on the patient split) varies too. Every finished
+run of one split of a comparison is evaluated once on the test set with each image's predictions kept
+(utils.evaluation.validation.ImageMatches, cached in the run folder); then the test patients are drawn with
+replacement --resamples times, the same draw for every run, and mAP50, view accuracy and delta_m are recomputed
+from the kept matches (utils.compare.bootstrap). Per joint strategy, the mean over its seeds, it prints and writes:
+mAP50 minus detection_only's, view accuracy minus view_only's, delta_m, and delta_m minus --reference's, each on
+the whole test set (as the report) with the 2.5-97.5 percentile interval over resamples and the share of
+resamples above 0. The interval is patient sampling only: the report's sd over seeds is the other half.
+
+    python benchmarks/patient_bootstrap.py runs/compare/patient_e40/med_patient_s0 \\
+        --data runs/splits/med_patient_s0/med_patient_s0.yaml --img 320 --epochs 40 --checkpoint best \\
+        --out benchmarks/results/compare_patient_e40/bootstrap
+
+Writes patient_bootstrap_<checkpoint>.csv / .md / .png into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.compare.bootstrap import (PackedRun, bootstrap, check_same_images, differences, interval,  # noqa: E402
+                                     pack, patient_groups)
+from utils.compare.evaluation import EvalSettings, evaluate_checkpoint, evaluation_key  # noqa: E402
+from utils.compare.report import markdown_table  # noqa: E402
+from utils.compare.runs import run_complete  # noqa: E402
+from utils.compare.strategies import parse_fixed_weight  # noqa: E402
+
+RUN_NAME = re.compile(r"(?P<strategy>.+)_s(?P<seed>\d+)")
+CACHE = "patient_bootstrap_{checkpoint}.npz"  # in the run folder: the test set's ImageMatches of that checkpoint
+
+
+def finished_runs(split_dir: Path, epochs: int) -> dict[str, list[Path]]:
+    """{strategy: run folders of its finished seeds}, strategies in the report's order (fixed weights ascending)."""
+    runs: dict[str, list[Path]] = {}
+    for run_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        match = RUN_NAME.fullmatch(run_dir.name)
+        if match and run_complete(run_dir, epochs):
+            runs.setdefault(match["strategy"], []).append(run_dir)
+    weight = {s: parse_fixed_weight(s) for s in runs}
+    return {s: runs[s] for s in sorted(runs, key=lambda s: (weight[s] is not None, weight[s] or 0, s))}
+
+
+def test_matches(run_dir: Path, checkpoint: str, data: Path, settings: EvalSettings) -> PackedRun:
+    """The run's checkpoint on the test set, image by image; from the cache while checkpoint, data and settings hold."""
+    weights = run_dir / "weights" / f"{checkpoint}.pt"
+    if not weights.is_file():
+        weights = run_dir / "weights" / "last.pt"  # as the report: a run that wrote no best.pt
+    key = json.dumps(evaluation_key(weights, data, settings), sort_keys=True)
+    cache = run_dir / CACHE.format(checkpoint=checkpoint)
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as saved:
+            if str(saved["key"]) == key:
+                fields = {k: saved[k] for k in PackedRun.__dataclass_fields__}
+                return PackedRun(**{**fields, "paths": [str(p) for p in fields["paths"]]})
+    images: list = []
+    evaluate_checkpoint(weights, data, settings, tasks=("test",), per_image={"test": images})
+    if not images:
+        raise SystemExit(f"{data}: no test split to bootstrap (utils.split --test writes one)")
+    run = pack(images)
+    arrays = {k: getattr(run, k) for k in PackedRun.__dataclass_fields__}
+    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    np.savez(tmp, key=np.array(key), **{**arrays, "paths": np.array(run.paths)})
+    os.replace(tmp, cache)  # never a half-written cache
+    return run
+
+
+def summary_rows(samples: dict[str, np.ndarray], seeds: dict[str, int], reference: str | None) -> list[dict]:
+    rows = []
+    for (strategy, comparison), values in differences(samples, reference).items():
+        result = interval(values)
+        rows.append({"strategy": strategy, "seeds": seeds[strategy], "comparison": comparison,
+                     "observed": result.observed, "low": result.low, "high": result.high,
+                     "share_above_zero": result.share_above_zero})
+    return rows
+
+
+def markdown(rows: list[dict], groups: int, images: int, resamples: int, checkpoint: str) -> str:
+    def signed(x: float, percent: bool) -> str:
+        return "n/a" if not np.isfinite(x) else (f"{x * 100:+.1f} %" if percent else f"{x:+.3f}")
+
+    table = []
+    for r in rows:
+        percent = r["comparison"].startswith("delta_m")
+        table.append([r["strategy"], str(r["seeds"]), r["comparison"], signed(r["observed"], percent),
+                      f"{signed(r['low'], percent)} to {signed(r['high'], percent)}",
+                      "n/a" if not np.isfinite(r["share_above_zero"]) else f"{r['share_above_zero']:.1%}"])
+    head = (f"Patient bootstrap, {checkpoint}.pt on test: {images} images of {groups} patients, {resamples} "
+            "resamples of the patients (the same draws for every run). Figures are the mean over each strategy's "
+            "seeds; the interval (2.5-97.5 %) is patient sampling only, not seed spread.\n\n")
+    return head + markdown_table(["strategy", "seeds", "difference", "whole test set", "95 % patient interval",
+                                  "resamples above 0"], table) + "\n"
+
+
+def plot(rows: list[dict], path: Path, checkpoint: str) -> None:
+    frame = pd.DataFrame(rows)
+    comparisons = list(dict.fromkeys(frame.comparison))
+    fig, axes = plt.subplots(1, len(comparisons), figsize=(4 * len(comparisons), 0.4 * frame.strategy.nunique() + 1.6),
+                             sharey=True, squeeze=False)
+    order = list(dict.fromkeys(frame.strategy))[::-1]
+    seeds = {s: int(n) for s, n in frame.groupby("strategy").seeds.first().items()}
+    for ax, comparison in zip(axes[0], comparisons):
+        part = frame[frame.comparison == comparison].set_index("strategy").reindex(order)
+        y = np.arange(len(order))
+        ax.errorbar(part.observed, y, xerr=[part.observed - part.low, part.high - part.observed], fmt="o", capsize=3)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(comparison, fontsize=10)
+        ax.set_xlabel("relative change (0.1 = 10 %)" if comparison.startswith("delta_m") else "difference")
+        ax.set_yticks(y, [f"{s} ({seeds[s]} seed{'s' * (seeds[s] > 1)})" for s in order])
+    fig.suptitle(f"test, {checkpoint}.pt: whole test set (dot) and 95 % patient-bootstrap interval", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("split_dir", type=Path, help="runs/compare/NAME/SPLIT: the run folders of one split")
+    parser.add_argument("--data", type=Path, required=True, help="that split's dataset YAML (with a test split)")
+    parser.add_argument("--img", type=int, default=640, help="evaluation image size (the comparison's --img)")
+    parser.add_argument("--epochs", type=int, required=True, help="the comparison's --epochs: only finished runs count")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the patient draws")
+    parser.add_argument("--reference", default="gradnorm", help="strategy whose delta_m the others are paired with")
+    parser.add_argument("--by", default="patient", choices=("patient", "video", "image"), help="what one draw brings")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    opt = parser.parse_args(argv)
+
+    settings = EvalSettings(imgsz=opt.img, workers=opt.workers)
+    runs_by_strategy = finished_runs(opt.split_dir, opt.epochs)
+    if not runs_by_strategy:
+        raise SystemExit(f"{opt.split_dir}: no finished <strategy>_s<seed> run of {opt.epochs} epochs")
+    runs = {s: [test_matches(d, opt.checkpoint, opt.data, settings) for d in dirs]
+            for s, dirs in runs_by_strategy.items()}
+    groups = patient_groups(check_same_images(runs), opt.by)
+    t0 = time.perf_counter()
+    samples = bootstrap(runs, groups, opt.resamples, opt.seed)
+    print(f"{opt.resamples} resamples of {len(groups)} groups in {time.perf_counter() - t0:.0f} s")
+    rows = summary_rows(samples, {s: len(r) for s, r in runs.items()}, opt.reference)
+    opt.out.mkdir(parents=True, exist_ok=True)
+    stem = opt.out / f"patient_bootstrap_{opt.checkpoint}"
+    pd.DataFrame(rows).to_csv(stem.with_suffix(".csv"), index=False, float_format="%.5f")
+    text = markdown(rows, len(groups), sum(len(g) for g in groups), opt.resamples, opt.checkpoint)
+    stem.with_suffix(".md").write_text(text)
+    plot(rows, stem.with_suffix(".png"), opt.checkpoint)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
