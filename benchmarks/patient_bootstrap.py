@@ -13,7 +13,8 @@ resamples above 0. The interval is patient sampling only: the report's sd over s
         --data runs/splits/med_patient_s0/med_patient_s0.yaml --img 320 --epochs 40 --checkpoint best \\
         --out benchmarks/results/compare_patient_e40/bootstrap
 
-Writes patient_bootstrap_<checkpoint>.csv / .md / .png into --out.
+Writes patient_bootstrap_<checkpoint>.csv / .md / .png into --out; `compare.py --patient-bootstrap CSV` quotes the
+CSV in the report's conclusion.
 """
 from __future__ import annotations
 
@@ -79,11 +80,14 @@ def test_matches(run_dir: Path, checkpoint: str, data: Path, settings: EvalSetti
     return run
 
 
-def summary_rows(samples: dict[str, np.ndarray], seeds: dict[str, int], reference: str | None) -> list[dict]:
+def summary_rows(samples: dict[str, np.ndarray], seeds: dict[str, int], reference: str | None,
+                 about: dict) -> list[dict]:
+    """One row per strategy and difference; `about` (split, checkpoint, resamples, groups) is added to each, so that
+    compare.py --patient-bootstrap can tell which report the row belongs to."""
     rows = []
     for (strategy, comparison), values in differences(samples, reference).items():
         result = interval(values)
-        rows.append({"strategy": strategy, "seeds": seeds[strategy], "comparison": comparison,
+        rows.append({**about, "strategy": strategy, "seeds": seeds[strategy], "comparison": comparison,
                      "observed": result.observed, "low": result.low, "high": result.high,
                      "share_above_zero": result.share_above_zero})
     return rows
@@ -152,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     samples = bootstrap(runs, groups, opt.resamples, opt.seed)
     print(f"{opt.resamples} resamples of {len(groups)} groups in {time.perf_counter() - t0:.0f} s")
-    rows = summary_rows(samples, {s: len(r) for s, r in runs.items()}, opt.reference)
+    about = {"split": opt.split_dir.name, "checkpoint": opt.checkpoint, "resamples": opt.resamples,
+             "groups": len(groups)}
+    rows = summary_rows(samples, {s: len(r) for s, r in runs.items()}, opt.reference, about)
     opt.out.mkdir(parents=True, exist_ok=True)
     stem = opt.out / f"patient_bootstrap_{opt.checkpoint}"
     pd.DataFrame(rows).to_csv(stem.with_suffix(".csv"), index=False, float_format="%.5f")

@@ -18,9 +18,12 @@ import yaml
 from benchmarks import patient_bootstrap
 from tests.export_models import make_checkpoints
 from tests.helpers import MED_NAMES, MED_VIEWS
+from tests.test_compare_conclusion import CEILINGS, STRATEGIES, comparison_rows
 from utils.compare.bootstrap import (bootstrap, check_same_images, delta_m_samples, differences, interval, map50, pack,
                                      patient_groups, resample, view_accuracy)
+from utils.compare.bootstrap_table import read_bootstrap_tables
 from utils.compare.evaluation import EvalSettings, evaluate_checkpoint
+from utils.compare.report import build_report
 from utils.data.labels import img2label_paths, read_label_file
 from utils.evaluation.validation import ImageMatches
 from utils.evaluation.view_metrics import NO_VIEW
@@ -174,3 +177,43 @@ def test_benchmark_pairs_runs_on_the_same_patients_and_caches(med_checkpoints, t
     stamp = cache.stat().st_mtime_ns
     patient_bootstrap.main(argv)
     assert cache.stat().st_mtime_ns == stamp  # evaluated once
+
+
+def bootstrap_row(strategy: str, comparison: str, observed: float, low: float, high: float, seeds: int = 3,
+                  checkpoint: str = "best", split: str = "p") -> dict:
+    return {"split": split, "checkpoint": checkpoint, "resamples": 1000, "groups": 17, "strategy": strategy,
+            "seeds": seeds, "comparison": comparison, "observed": observed, "low": low, "high": high,
+            "share_above_zero": 0.0}
+
+
+def test_conclusion_quotes_the_patient_intervals_of_the_strategies_it_turns_on():
+    rows = [bootstrap_row("gradnorm", "mAP50 - detection_only", -0.079, -0.168, -0.016),
+            bootstrap_row("gradnorm", "delta_m", -0.058, -0.166, 0.034),
+            bootstrap_row("fixed_w0.1", "delta_m - gradnorm", 0.106, 0.008, 0.157, seeds=1),
+            bootstrap_row("fixed_w1", "delta_m - gradnorm", -0.3, -0.4, -0.2),  # not the val pick: not quoted
+            bootstrap_row("gradnorm", "delta_m", 0.5, 0.4, 0.6, checkpoint="last"),  # another report's
+            bootstrap_row("gradnorm", "delta_m", 0.5, 0.4, 0.6, split="other")]
+    report = build_report(command="c", date="d", machine="m", settings={"name": "t", "epochs": 2, "seeds": [0, 1],
+                          "extra": ""}, splits={"p": Path("p.yaml")}, strategies=STRATEGIES, rows=comparison_rows(),
+                          stage_summaries={}, failures=[], plots={}, ceilings=CEILINGS, bootstrap_rows=rows)
+    sentence = next(line for line in report.splitlines() if line.startswith("- Patient sampling"))
+    assert "the 17 test patients redrawn 1000 times" in sentence
+    assert ("gradnorm (3 seeds): mAP50 - detection_only -0.079 (-0.168 to -0.016), delta_m -5.8 % (-16.6 to +3.4 %); "
+            "fixed_w0.1 (1 seed): delta_m - gradnorm +10.6 % (+0.8 to +15.7 %).") in sentence
+    assert "fixed_w1" not in sentence and "+50.0" not in sentence
+    assert not [line for line in build_report(
+        command="c", date="d", machine="m", settings={"name": "t", "epochs": 2, "seeds": [0, 1], "extra": ""},
+        splits={"p": Path("p.yaml")}, strategies=STRATEGIES, rows=comparison_rows(), stage_summaries={}, failures=[],
+        plots={}).splitlines() if "Patient sampling" in line]  # no table, no sentence
+
+
+def test_bootstrap_tables_are_checked_by_name(tmp_path):
+    with pytest.raises(SystemExit, match="--patient-bootstrap .*nothing.csv: no such file"):
+        read_bootstrap_tables([tmp_path / "nothing.csv"])
+    wrong = tmp_path / "wrong.csv"
+    pd.DataFrame([{"strategy": "gradnorm", "observed": 0.1}]).to_csv(wrong, index=False)
+    with pytest.raises(SystemExit, match="wrong.csv: not a table of benchmarks/patient_bootstrap.py .*checkpoint"):
+        read_bootstrap_tables([wrong])
+    right = tmp_path / "right.csv"
+    pd.DataFrame([bootstrap_row("gradnorm", "delta_m", -0.058, -0.166, 0.034)]).to_csv(right, index=False)
+    assert read_bootstrap_tables([right])[0]["low"] == pytest.approx(-0.166)

@@ -16,6 +16,7 @@ from utils.cli import NON_NEGATIVE, POSITIVE_INTEGER, check_numeric_flags, train
 from utils.compare.columns import COST_COLUMNS, DETECTION_COLUMNS, TEST_PREFIX, VIEW_COLUMNS, ordered_columns
 from utils.compare.comparison_csv import write_csv
 from utils.compare.evaluation import EvalSettings, eval_settings
+from utils.compare.bootstrap_table import read_bootstrap_tables
 from utils.compare.interference_table import read_tables
 from utils.compare.ceilings import view_ceilings
 from utils.compare.plots import plot_curves, plot_metric_vs_cost, plot_tradeoff
@@ -71,6 +72,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> tuple[
     p.add_argument("--checkpoint-interference", type=Path, nargs="+", default=[], metavar="CSV",
                    help="checkpoint_interference.csv files of benchmarks/checkpoint_interference.py on these runs: "
                         "the conclusion reads direction vs magnitude from them")
+    p.add_argument("--patient-bootstrap", type=Path, nargs="+", default=[], metavar="CSV",
+                   help="patient_bootstrap_<checkpoint>.csv files of benchmarks/patient_bootstrap.py on these runs: "
+                        "the conclusion quotes their intervals over redrawn test patients")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="checkpoint each run is scored by: best.pt (picked on val) or last.pt (the final epoch: checks "
                         "that the conclusion does not rest on the epoch choice; report in NAME/checkpoint_last)")
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None, entry: list[str] | None = None) -> Path 
     entry = entry or [str(Path(sys.argv[0]))]
     root = opt.project / opt.name
     checkpoint_rows = read_tables(opt.checkpoint_interference)  # before any training: a bad path fails at once
+    bootstrap_rows = read_bootstrap_tables(opt.patient_bootstrap)
     plans, splits = plan_runs(opt, extra, root, write=not (opt.dry_run or opt.report_only))
     if opt.dry_run:
         for plan in plans:
@@ -258,7 +263,7 @@ def main(argv: list[str] | None = None, entry: list[str] | None = None) -> Path 
                                     "extra": shlex.join(extra), "checkpoint": opt.checkpoint},
                           rows=collected.rows, stage_summaries=collected.stage_summaries,
                           failures=collected.failures, plots=plots, ceilings=ceilings,
-                          checkpoint_rows=checkpoint_rows)
+                          checkpoint_rows=checkpoint_rows, bootstrap_rows=bootstrap_rows)
     write_text_atomic(out / "report.md", report)
     rows = collected.rows
     print(f"wrote {out / 'comparison.csv'}, {out / 'report.md'} and {sum(map(len, plots.values()))} plots "

@@ -8,6 +8,7 @@ would pick it.
 """
 from __future__ import annotations
 
+from utils.compare.bootstrap_table import patient_sampling_sentence
 from utils.compare.ceilings import is_bound
 from utils.compare.columns import LAST_PREFIX, TEST_PREFIX
 from utils.compare.interference_table import checkpoint_interference_sentence, summarize_runs
@@ -257,11 +258,12 @@ def interference_sentence(agg: Agg, split: str, strategies: list[str]) -> str:
 
 
 def conclusion_section(agg: Agg, rows: list[dict], splits: list[str], strategies: list[str],
-                       ceilings: dict[str, dict] | None = None,
-                       checkpoint_rows: list[dict] | None = None) -> list[str]:
+                       ceilings: dict[str, dict] | None = None, checkpoint_rows: list[dict] | None = None,
+                       bootstrap_rows: list[dict] | None = None) -> list[str]:
     """The '## Conclusion' lines: one block per split. `agg` holds delta_m columns (rows from with_delta_m);
     checkpoint_rows: benchmarks/checkpoint_interference.py's table, read in place of interference measured during
-    training where it has the split's runs."""
+    training where it has the split's runs; bootstrap_rows: benchmarks/patient_bootstrap.py's table for the report's
+    checkpoint, quoted for the winner, GradNorm and the fixed weight picked on val."""
     out = ["## Conclusion", ""]
     checkpoints = summarize_runs(checkpoint_rows or [])
     for split in splits:
@@ -282,12 +284,14 @@ def conclusion_section(agg: Agg, rows: list[dict], splits: list[str], strategies
         ceiling = ((ceilings or {}).get(split) or {}).get("test" if on_test else "val")
         remedies = [s for s in dict.fromkeys([*REMEDIES, best_fixed(agg, split, strategies)]) if s in strategies]
         separated = beats_noise(order[0][1], order[1][1]) if len(order) > 1 else None
+        turns_on = list(dict.fromkeys([win, "gradnorm", best_fixed(agg, split, strategies)]))
         lines += [s for s in (fixed_weight_sentence(agg, split, strategies, win, prefix, where, separated),
                               epoch_choice_sentence(split_rows, split, remedies, prefix, where),
                               schedule_sentence(split_rows, split, prefix, where),
                               cost_sentence(agg, split, win, strategies),
                               checkpoint_interference_sentence(checkpoints, split)
                               or interference_sentence(agg, split, strategies),
+                              patient_sampling_sentence(bootstrap_rows or [], split, turns_on),
                               labels_sentence(agg, split, strategies, ceiling, prefix, where)) if s]
         out += [f"- {line}" for line in lines] + [""]
     return out

@@ -263,9 +263,9 @@ def split_section(agg: dict[tuple[str, str], dict[str, Stat]], split: str, data:
 def build_report(*, command: str, date: str, machine: str, settings: dict, splits: dict[str, Path],
                  strategies: list[str], rows: list[dict], stage_summaries: dict, failures: list[dict],
                  plots: dict[str, list[str]], ceilings: dict[str, dict] | None = None,
-                 checkpoint_rows: list[dict] | None = None) -> str:
+                 checkpoint_rows: list[dict] | None = None, bootstrap_rows: list[dict] | None = None) -> str:
     """The whole report.md text (pure: everything it shows is passed in; ceilings per split, see split_section;
-    checkpoint_rows, see conclusion_section)."""
+    checkpoint_rows, see conclusion_section; bootstrap_rows of every checkpoint, the report's own are quoted)."""
     ap_cols, f1_cols = ordered_columns(rows, "AP50_"), ordered_columns(rows, "F1_")
     rows = with_delta_m(rows)
     test_cols = ordered_columns(rows, TEST_PREFIX)
@@ -282,7 +282,8 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
         out += [f"**Interim report: {len(rows) - len(pending)} of {len(rows)} runs finished** (written with "
                 "--report-only; the n column counts the seeds each figure rests on; the runs still missing "
                 "are listed at the end).", ""]
-    out += conclusion_section(agg, rows, list(splits), strategies, ceilings, checkpoint_rows)
+    out += conclusion_section(agg, rows, list(splits), strategies, ceilings, checkpoint_rows,
+                              [r for r in bootstrap_rows or [] if r.get("checkpoint") == checkpoint])
     out += [NOTES.format(metrics=METRICS_NOTE[checkpoint])]
     for split, data in splits.items():
         out += split_section(agg, split, data, strategies, [r for r in rows if r["split"] == split],

@@ -27,12 +27,20 @@ for split in med_patient_s0 med_patient_s0_clean; do
 done
 # The report twice: each run scored at best.pt (picked on val, YOLOv5's rule; the main report), then at last.pt (the
 # final epoch, which no val figure chose), so that a conclusion resting on the epoch choice shows.
+# The conclusion also quotes the patient bootstrap of that checkpoint where bootstrap.sh has written one (it is slower,
+# so it is run on its own; its tables say how many seeds each strategy had then).
 for checkpoint in best last; do
+  boot=()
+  for table in $HERE/bootstrap/patient_bootstrap_$checkpoint.csv $HERE/bootstrap_clean/patient_bootstrap_$checkpoint.csv
+  do
+    [ -f $table ] && boot+=($table)
+  done
+  [ ${#boot[@]} -gt 0 ] && boot=(--patient-bootstrap "${boot[@]}")
   OMP_NUM_THREADS=1 $PY compare.py --name patient_e40 --data $PATIENT --data $CLEAN --epochs 40 --seeds 0 1 2 \
     --view-weights 0.001 0.003 0.01 0.03 0.1 0.3 1 --strategies gradnorm gradnorm_frozen detection_only view_only \
     dual fixed_w0.03 fixed_w0.1 fixed_w0.01 fixed_w0.3 fixed_w0.003 fixed_w1 fixed_w0.001 --report-only \
     --checkpoint $checkpoint \
-    "${tables[@]}" -- --cfg models/yolov5n.yaml --img 320 --batch-size 16 \
+    "${tables[@]}" "${boot[@]}" -- --cfg models/yolov5n.yaml --img 320 --batch-size 16 \
     --workers 1 --val-period 4 --save-period 5 --hyp data/hyps/hyp.patient.yaml || exit 1
 done
 cp runs/compare/patient_e40/{report.md,comparison.csv} runs/compare/patient_e40/*.png $HERE/
