@@ -189,6 +189,7 @@ def bootstrap_row(strategy: str, comparison: str, observed: float, low: float, h
 def test_conclusion_quotes_the_patient_intervals_of_the_strategies_it_turns_on():
     rows = [bootstrap_row("gradnorm", "mAP50 - detection_only", -0.079, -0.168, -0.016),
             bootstrap_row("gradnorm", "delta_m", -0.058, -0.166, 0.034),
+            bootstrap_row("gradnorm_frozen", "delta_m - gradnorm", -0.054, -0.11, 0.0),
             bootstrap_row("fixed_w0.1", "delta_m - gradnorm", 0.106, 0.008, 0.157, seeds=1),
             bootstrap_row("fixed_w1", "delta_m - gradnorm", -0.3, -0.4, -0.2),  # not the val pick: not quoted
             bootstrap_row("gradnorm", "delta_m", 0.5, 0.4, 0.6, checkpoint="last"),  # another report's
@@ -199,6 +200,7 @@ def test_conclusion_quotes_the_patient_intervals_of_the_strategies_it_turns_on()
     sentence = next(line for line in report.splitlines() if line.startswith("- Patient sampling"))
     assert "the 17 test patients redrawn 1000 times" in sentence
     assert ("gradnorm (3 seeds): mAP50 - detection_only -0.079 (-0.168 to -0.016), delta_m -5.8 % (-16.6 to +3.4 %); "
+            "gradnorm_frozen (3 seeds): delta_m - gradnorm -5.4 % (-11.0 to +0.0 %); "
             "fixed_w0.1 (1 seed): delta_m - gradnorm +10.6 % (+0.8 to +15.7 %).") in sentence
     assert "fixed_w1" not in sentence and "+50.0" not in sentence
     assert not [line for line in build_report(

@@ -263,7 +263,7 @@ def conclusion_section(agg: Agg, rows: list[dict], splits: list[str], strategies
     """The '## Conclusion' lines: one block per split. `agg` holds delta_m columns (rows from with_delta_m);
     checkpoint_rows: benchmarks/checkpoint_interference.py's table, read in place of interference measured during
     training where it has the split's runs; bootstrap_rows: benchmarks/patient_bootstrap.py's table for the report's
-    checkpoint, quoted for the winner, GradNorm and the fixed weight picked on val."""
+    checkpoint, quoted for the winner, GradNorm, its frozen ablation and the fixed weight picked on val."""
     out = ["## Conclusion", ""]
     checkpoints = summarize_runs(checkpoint_rows or [])
     for split in splits:
@@ -284,7 +284,7 @@ def conclusion_section(agg: Agg, rows: list[dict], splits: list[str], strategies
         ceiling = ((ceilings or {}).get(split) or {}).get("test" if on_test else "val")
         remedies = [s for s in dict.fromkeys([*REMEDIES, best_fixed(agg, split, strategies)]) if s in strategies]
         separated = beats_noise(order[0][1], order[1][1]) if len(order) > 1 else None
-        turns_on = list(dict.fromkeys([win, "gradnorm", best_fixed(agg, split, strategies)]))
+        turns_on = list(dict.fromkeys([win, "gradnorm", "gradnorm_frozen", best_fixed(agg, split, strategies)]))
         lines += [s for s in (fixed_weight_sentence(agg, split, strategies, win, prefix, where, separated),
                               epoch_choice_sentence(split_rows, split, remedies, prefix, where),
                               schedule_sentence(split_rows, split, prefix, where),
