@@ -38,7 +38,7 @@ from utils.compare.bootstrap import (PackedRun, bootstrap, check_same_images, di
                                      pack, patient_groups)
 from utils.compare.evaluation import EvalSettings, evaluate_checkpoint, evaluation_key  # noqa: E402
 from utils.compare.report import markdown_table  # noqa: E402
-from utils.compare.runs import run_complete  # noqa: E402
+from utils.compare.runs import run_finished  # noqa: E402
 from utils.compare.strategies import parse_fixed_weight  # noqa: E402
 
 RUN_NAME = re.compile(r"(?P<strategy>.+)_s(?P<seed>\d+)")
@@ -46,11 +46,12 @@ CACHE = "patient_bootstrap_{checkpoint}.npz"  # in the run folder: the test set'
 
 
 def finished_runs(split_dir: Path, epochs: int) -> dict[str, list[Path]]:
-    """{strategy: run folders of its finished seeds}, strategies in the report's order (fixed weights ascending)."""
+    """{strategy: run folders of its finished seeds (complete, or stopped early by --patience, as the report counts
+    them)}, strategies in the report's order (fixed weights ascending)."""
     runs: dict[str, list[Path]] = {}
     for run_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         match = RUN_NAME.fullmatch(run_dir.name)
-        if match and run_complete(run_dir, epochs):
+        if match and run_finished(run_dir, epochs):
             runs.setdefault(match["strategy"], []).append(run_dir)
     weight = {s: parse_fixed_weight(s) for s in runs}
     return {s: runs[s] for s in sorted(runs, key=lambda s: (weight[s] is not None, weight[s] or 0, s))}
