@@ -7,7 +7,8 @@ replacement --resamples times, the same draw for every run, and mAP50, view accu
 from the kept matches (utils.compare.bootstrap). Per joint strategy, the mean over its seeds, it prints and writes:
 mAP50 minus detection_only's, view accuracy minus view_only's, delta_m, and delta_m minus --reference's, each on
 the whole test set (as the report) with the 2.5-97.5 percentile interval over resamples and the share of
-resamples above 0. The interval is patient sampling only: the report's sd over seeds is the other half.
+resamples above 0; then the same with each strategy's seeds also drawn with replacement in every resample, an
+interval that covers the seed spread as well as patient sampling.
 
     python benchmarks/patient_bootstrap.py runs/compare/patient_e40/med_patient_s0 \\
         --data runs/splits/med_patient_s0/med_patient_s0.yaml --img 320 --epochs 40 --checkpoint best \\
@@ -35,7 +36,7 @@ import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.compare.bootstrap import (PackedRun, bootstrap, check_same_images, differences, interval,  # noqa: E402
-                                     pack, patient_groups)
+                                     pack, patient_groups, seed_means)
 from utils.compare.evaluation import EvalSettings, evaluate_checkpoint, evaluation_key  # noqa: E402
 from utils.compare.report import markdown_table  # noqa: E402
 from utils.compare.runs import run_finished  # noqa: E402
@@ -81,16 +82,19 @@ def test_matches(run_dir: Path, checkpoint: str, data: Path, settings: EvalSetti
     return run
 
 
-def summary_rows(samples: dict[str, np.ndarray], seeds: dict[str, int], reference: str | None,
-                 about: dict) -> list[dict]:
-    """One row per strategy and difference; `about` (split, checkpoint, resamples, groups) is added to each, so that
-    compare.py --patient-bootstrap can tell which report the row belongs to."""
+def summary_rows(per_seed: dict[str, np.ndarray], reference: str | None, about: dict, seed: int) -> list[dict]:
+    """One row per strategy and difference: the interval over patient draws (low, high, share_above_zero) and over
+    patient and seed draws (*_seeds). `about` (split, checkpoint, resamples, groups) is added to each row, so that
+    compare.py --patient-bootstrap can tell which report it belongs to."""
+    patients = differences(seed_means(per_seed), reference)
+    both = differences(seed_means(per_seed, np.random.default_rng(seed + 1)), reference)
     rows = []
-    for (strategy, comparison), values in differences(samples, reference).items():
-        result = interval(values)
-        rows.append({**about, "strategy": strategy, "seeds": seeds[strategy], "comparison": comparison,
-                     "observed": result.observed, "low": result.low, "high": result.high,
-                     "share_above_zero": result.share_above_zero})
+    for (strategy, comparison), values in patients.items():
+        alone, mixed = interval(values), interval(both[(strategy, comparison)])
+        rows.append({**about, "strategy": strategy, "seeds": per_seed[strategy].shape[1], "comparison": comparison,
+                     "observed": alone.observed, "low": alone.low, "high": alone.high,
+                     "share_above_zero": alone.share_above_zero, "low_seeds": mixed.low, "high_seeds": mixed.high,
+                     "share_above_zero_seeds": mixed.share_above_zero})
     return rows
 
 
@@ -98,17 +102,22 @@ def markdown(rows: list[dict], groups: int, images: int, resamples: int, checkpo
     def signed(x: float, percent: bool) -> str:
         return "n/a" if not np.isfinite(x) else (f"{x * 100:+.1f} %" if percent else f"{x:+.3f}")
 
+    def share(x: float) -> str:
+        return "n/a" if not np.isfinite(x) else f"{x:.1%}"
+
     table = []
     for r in rows:
         percent = r["comparison"].startswith("delta_m")
         table.append([r["strategy"], str(r["seeds"]), r["comparison"], signed(r["observed"], percent),
-                      f"{signed(r['low'], percent)} to {signed(r['high'], percent)}",
-                      "n/a" if not np.isfinite(r["share_above_zero"]) else f"{r['share_above_zero']:.1%}"])
+                      f"{signed(r['low'], percent)} to {signed(r['high'], percent)}", share(r["share_above_zero"]),
+                      f"{signed(r['low_seeds'], percent)} to {signed(r['high_seeds'], percent)}",
+                      share(r["share_above_zero_seeds"])])
     head = (f"Patient bootstrap, {checkpoint}.pt on test: {images} images of {groups} patients, {resamples} "
             "resamples of the patients (the same draws for every run). Figures are the mean over each strategy's "
-            "seeds; the interval (2.5-97.5 %) is patient sampling only, not seed spread.\n\n")
+            "seeds. The patient interval (2.5-97.5 %) covers which patients were tested; the second one also draws "
+            "each strategy's seeds with replacement, so it covers the seed spread too (crudely with 2-3 seeds).\n\n")
     return head + markdown_table(["strategy", "seeds", "difference", "whole test set", "95 % patient interval",
-                                  "resamples above 0"], table) + "\n"
+                                  "draws above 0", "95 % patients and seeds", "draws above 0"], table) + "\n"
 
 
 def plot(rows: list[dict], path: Path, checkpoint: str) -> None:
@@ -121,12 +130,15 @@ def plot(rows: list[dict], path: Path, checkpoint: str) -> None:
     for ax, comparison in zip(axes[0], comparisons):
         part = frame[frame.comparison == comparison].set_index("strategy").reindex(order)
         y = np.arange(len(order))
-        ax.errorbar(part.observed, y, xerr=[part.observed - part.low, part.high - part.observed], fmt="o", capsize=3)
+        ax.hlines(y, part.low_seeds, part.high_seeds, color="lightgrey", lw=6, label="patients and seeds")
+        ax.errorbar(part.observed, y, xerr=[part.observed - part.low, part.high - part.observed], fmt="o", capsize=3,
+                    label="patients")
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_title(comparison, fontsize=10)
         ax.set_xlabel("relative change (0.1 = 10 %)" if comparison.startswith("delta_m") else "difference")
         ax.set_yticks(y, [f"{s} ({seeds[s]} seed{'s' * (seeds[s] > 1)})" for s in order])
-    fig.suptitle(f"test, {checkpoint}.pt: whole test set (dot) and 95 % patient-bootstrap interval", fontsize=10)
+    axes[0][0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"test, {checkpoint}.pt: whole test set (dot) and 95 % bootstrap intervals", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -155,11 +167,11 @@ def main(argv: list[str] | None = None) -> None:
             for s, dirs in runs_by_strategy.items()}
     groups = patient_groups(check_same_images(runs), opt.by)
     t0 = time.perf_counter()
-    samples = bootstrap(runs, groups, opt.resamples, opt.seed)
+    per_seed = bootstrap(runs, groups, opt.resamples, opt.seed)
     print(f"{opt.resamples} resamples of {len(groups)} groups in {time.perf_counter() - t0:.0f} s")
     about = {"split": opt.split_dir.name, "checkpoint": opt.checkpoint, "resamples": opt.resamples,
              "groups": len(groups)}
-    rows = summary_rows(samples, {s: len(r) for s, r in runs.items()}, opt.reference, about)
+    rows = summary_rows(per_seed, opt.reference, about, opt.seed)
     opt.out.mkdir(parents=True, exist_ok=True)
     stem = opt.out / f"patient_bootstrap_{opt.checkpoint}"
     pd.DataFrame(rows).to_csv(stem.with_suffix(".csv"), index=False, float_format="%.5f")

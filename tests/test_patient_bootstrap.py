@@ -20,7 +20,7 @@ from tests.export_models import make_checkpoints
 from tests.helpers import MED_NAMES, MED_VIEWS
 from tests.test_compare_conclusion import CEILINGS, STRATEGIES, comparison_rows
 from utils.compare.bootstrap import (bootstrap, check_same_images, delta_m_samples, differences, interval, map50, pack,
-                                     patient_groups, resample, view_accuracy)
+                                     patient_groups, resample, seed_means, view_accuracy)
 from utils.compare.bootstrap_table import read_bootstrap_tables
 from utils.compare.evaluation import EvalSettings, evaluate_checkpoint
 from utils.compare.report import build_report
@@ -82,7 +82,9 @@ def test_paired_differences_of_identical_runs_are_zero_and_row0_is_the_whole_set
     joint = pack(viewed)
     runs = {"detection_only": [det], "view_only": [joint], "gradnorm": [joint, joint], "fixed_w0.1": [joint]}
     groups = patient_groups(check_same_images(runs))
-    samples = bootstrap(runs, groups, n=50, seed=1)
+    per_seed = bootstrap(runs, groups, n=50, seed=1)
+    assert per_seed["gradnorm"].shape == (51, 2, 2)  # draws, seeds, (mAP50, view accuracy)
+    samples = seed_means(per_seed)
     assert samples["gradnorm"][0] == pytest.approx([map50(det, np.arange(3)), 2 / 3])
     diffs = differences(samples, reference="gradnorm")
     assert set(diffs) == {("gradnorm", "mAP50 - detection_only"), ("gradnorm", "view accuracy - view_only"),
@@ -92,6 +94,15 @@ def test_paired_differences_of_identical_runs_are_zero_and_row0_is_the_whole_set
     for key, values in diffs.items():
         finite = values[np.isfinite(values)]
         assert len(finite) > 25 and np.all(finite == 0), key
+
+
+def test_seed_means_redraw_seeds_but_keep_the_whole_first_row():
+    per_seed = {"gradnorm": np.array([[[0.1, 0.5], [0.3, 0.7]]] * 200)}  # 200 rows, seeds 0.1 / 0.3 (and 0.5 / 0.7)
+    assert seed_means(per_seed)["gradnorm"][:, 0] == pytest.approx([0.2] * 200)
+    drawn = seed_means(per_seed, np.random.default_rng(0))["gradnorm"]
+    assert drawn[0] == pytest.approx([0.2, 0.6])  # row 0: the whole test set and every seed
+    assert set(np.round(drawn[1:, 0], 6)) == {0.1, 0.2, 0.3}  # (a, a), (a, b) or (b, b)
+    assert drawn[1:, 1] - drawn[1:, 0] == pytest.approx([0.4] * 199)  # both figures drawn from the same seeds
 
 
 def test_delta_m_samples_and_interval_by_hand():
@@ -169,6 +180,7 @@ def test_benchmark_pairs_runs_on_the_same_patients_and_caches(med_checkpoints, t
     # joint.pt holds detect.pt's detector: the same boxes, so every paired mAP50 difference is exactly 0
     same = rows[("gradnorm", "mAP50 - detection_only")]
     assert (same.observed, same.low, same.high, same.share_above_zero) == (0, 0, 0, 0)
+    assert (same.low_seeds, same.high_seeds) == (0, 0)  # one seed each: drawing seeds changes nothing
     assert rows[("fixed_w0.1", "delta_m - gradnorm")].high == 0
     assert {s for s, _ in rows} == {"gradnorm", "fixed_w0.1"}
     assert "3 patients" in capsys.readouterr().out
@@ -183,7 +195,7 @@ def bootstrap_row(strategy: str, comparison: str, observed: float, low: float, h
                   checkpoint: str = "best", split: str = "p") -> dict:
     return {"split": split, "checkpoint": checkpoint, "resamples": 1000, "groups": 17, "strategy": strategy,
             "seeds": seeds, "comparison": comparison, "observed": observed, "low": low, "high": high,
-            "share_above_zero": 0.0}
+            "share_above_zero": 0.0, "low_seeds": low - 0.1, "high_seeds": high + 0.1, "share_above_zero_seeds": 0.0}
 
 
 def test_conclusion_quotes_the_patient_intervals_of_the_strategies_it_turns_on():
@@ -199,9 +211,10 @@ def test_conclusion_quotes_the_patient_intervals_of_the_strategies_it_turns_on()
                           stage_summaries={}, failures=[], plots={}, ceilings=CEILINGS, bootstrap_rows=rows)
     sentence = next(line for line in report.splitlines() if line.startswith("- Patient sampling"))
     assert "the 17 test patients redrawn 1000 times" in sentence
-    assert ("gradnorm (3 seeds): mAP50 - detection_only -0.079 (-0.168 to -0.016), delta_m -5.8 % (-16.6 to +3.4 %); "
-            "gradnorm_frozen (3 seeds): delta_m - gradnorm -5.4 % (-11.0 to +0.0 %); "
-            "fixed_w0.1 (1 seed): delta_m - gradnorm +10.6 % (+0.8 to +15.7 %).") in sentence
+    assert ("gradnorm (3 seeds): mAP50 - detection_only -0.079 (-0.168 to -0.016; -0.268 to +0.084), delta_m -5.8 % "
+            "(-16.6 to +3.4 %; -26.6 to +13.4 %) | gradnorm_frozen (3 seeds): delta_m - gradnorm -5.4 % (-11.0 to "
+            "+0.0 %; -21.0 to +10.0 %) | fixed_w0.1 (1 seed): delta_m - gradnorm +10.6 % (+0.8 to +15.7 %; -9.2 to "
+            "+25.7 %).") in sentence
     assert "fixed_w1" not in sentence and "+50.0" not in sentence
     assert not [line for line in build_report(
         command="c", date="d", machine="m", settings={"name": "t", "epochs": 2, "seeds": [0, 1], "extra": ""},

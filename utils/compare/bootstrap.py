@@ -114,7 +114,7 @@ def check_same_images(runs: Mapping[str, Sequence[PackedRun]]) -> list[str]:
 
 def bootstrap(runs: Mapping[str, Sequence[PackedRun]], groups: Sequence[np.ndarray], n: int,
               seed: int = 0) -> dict[str, np.ndarray]:
-    """{strategy: [n + 1, 2] of (mAP50, view accuracy), each the mean over the strategy's seeds}.
+    """{strategy: [n + 1, seeds, 2] of (mAP50, view accuracy) per seed}; seed_means() reduces the seed axis.
 
     Row 0 is the whole test set (the observed figures); rows 1..n are patient resamples, the same draw for every
     strategy, so differences between strategies are paired.
@@ -125,7 +125,26 @@ def bootstrap(runs: Mapping[str, Sequence[PackedRun]], groups: Sequence[np.ndarr
     for draw in tqdm(draws, desc="patient resamples", disable=n < 100):
         for strategy, seeds in runs.items():
             figures[strategy].append([[map50(run, draw), view_accuracy(run, draw)] for run in seeds])
-    return {strategy: np.array(rows).mean(1) for strategy, rows in figures.items()}  # [n + 1, seeds, 2] -> [n + 1, 2]
+    return {strategy: np.array(rows) for strategy, rows in figures.items()}
+
+
+def seed_means(per_seed: Mapping[str, np.ndarray], rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """{strategy: [n + 1, 2]}: each row's mean over the strategy's seeds.
+
+    With rng, rows 1..n average a draw of the seeds with replacement instead (row 0 keeps them all), so that an
+    interval covers which seeds were run as well as which patients were tested. With two seeds that draw is crude
+    (a, a / a, b / b, b), but it widens the interval by the seed spread instead of ignoring it.
+    """
+    out = {}
+    for strategy, figures in per_seed.items():
+        if rng is None:
+            out[strategy] = figures.mean(1)
+            continue
+        rows, seeds = figures.shape[:2]
+        pick = rng.integers(0, seeds, (rows, seeds))
+        pick[0] = np.arange(seeds)
+        out[strategy] = np.take_along_axis(figures, pick[:, :, None], 1).mean(1)
+    return out
 
 
 def _stats(figures: np.ndarray) -> dict[str, Stat]:

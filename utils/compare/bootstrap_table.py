@@ -13,7 +13,8 @@ import pandas as pd
 
 from utils.compare.stats import finite_number
 
-COLUMNS = {"split", "checkpoint", "strategy", "seeds", "comparison", "observed", "low", "high", "resamples", "groups"}
+COLUMNS = {"split", "checkpoint", "strategy", "seeds", "comparison", "observed", "low", "high", "low_seeds",
+           "high_seeds", "resamples", "groups"}
 
 
 def read_bootstrap_tables(paths: list[Path]) -> list[dict]:
@@ -32,13 +33,16 @@ def read_bootstrap_tables(paths: list[Path]) -> list[dict]:
 
 
 def _figure(row: dict) -> str | None:
-    """'mAP50 - detection_only -0.079 (95 % -0.168 to -0.016)'; delta_m rows in percent."""
-    observed, low, high = (finite_number(row.get(k)) for k in ("observed", "low", "high"))
-    if None in (observed, low, high):
+    """'mAP50 - detection_only -0.079 (-0.168 to -0.016; -0.190 to -0.010)': the whole test set, the patient interval,
+    the patient-and-seed interval; delta_m rows in percent."""
+    values = [finite_number(row.get(k)) for k in ("observed", "low", "high", "low_seeds", "high_seeds")]
+    if None in values:
         return None
+    observed, low, high, low_seeds, high_seeds = values
     if str(row["comparison"]).startswith("delta_m"):
-        return f"{row['comparison']} {100 * observed:+.1f} % ({100 * low:+.1f} to {100 * high:+.1f} %)"
-    return f"{row['comparison']} {observed:+.3f} ({low:+.3f} to {high:+.3f})"
+        return (f"{row['comparison']} {100 * observed:+.1f} % ({100 * low:+.1f} to {100 * high:+.1f} %; "
+                f"{100 * low_seeds:+.1f} to {100 * high_seeds:+.1f} %)")
+    return f"{row['comparison']} {observed:+.3f} ({low:+.3f} to {high:+.3f}; {low_seeds:+.3f} to {high_seeds:+.3f})"
 
 
 def patient_sampling_sentence(rows: list[dict], split: str, strategies: list[str]) -> str | None:
@@ -59,5 +63,6 @@ def patient_sampling_sentence(rows: list[dict], split: str, strategies: list[str
     first = mine[0]
     return (f"Patient sampling (benchmarks/patient_bootstrap.py: the {int(first['groups'])} test patients redrawn "
             f"{int(first['resamples'])} times, the same draws for every run; whole test set, then the 95 % interval "
-            f"over the draws): {'; '.join(parts)}. An interval clear of 0 does not hinge on which patients were "
-            "tested; the spread over seeds above is the other half.")
+            "over the draws, then the same with each strategy's seeds redrawn too): " + " | ".join(parts) + ". An "
+            "interval clear of 0 does not hinge on which patients were tested; the second one also covers which seeds "
+            "were run (crudely, with 2-3 seeds).")
