@@ -137,7 +137,7 @@ def plot(rows: list[dict], path: Path, checkpoint: str) -> None:
         ax.set_title(comparison, fontsize=10)
         ax.set_xlabel("relative change (0.1 = 10 %)" if comparison.startswith("delta_m") else "difference")
         ax.set_yticks(y, [f"{s} ({seeds[s]} seed{'s' * (seeds[s] > 1)})" for s in order])
-    axes[0][0].legend(fontsize=8, loc="lower left")
+    axes[0][0].legend(fontsize=8, loc="upper left")
     fig.suptitle(f"test, {checkpoint}.pt: whole test set (dot) and 95 % bootstrap intervals", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
