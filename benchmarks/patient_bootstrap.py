@@ -48,7 +48,7 @@ CACHE = "patient_bootstrap_{checkpoint}.npz"  # in the run folder: the test set'
 
 def finished_runs(split_dir: Path, epochs: int) -> dict[str, list[Path]]:
     """{strategy: run folders of its finished seeds (complete, or stopped early by --patience, as the report counts
-    them)}, strategies in the report's order (fixed weights ascending)."""
+    them)}: the other strategies by name, then the fixed weights ascending."""
     runs: dict[str, list[Path]] = {}
     for run_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         match = RUN_NAME.fullmatch(run_dir.name)

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.compare.stats import Stat, delta_m
-from utils.data.groups import group_of
+from utils.data.groups import group_images
 from utils.evaluation.metrics import ap_per_class
 from utils.evaluation.validation import ImageMatches
 from utils.evaluation.view_metrics import NO_VIEW
@@ -86,11 +86,9 @@ def view_accuracy(run: PackedRun, images: np.ndarray) -> float:
 
 
 def patient_groups(paths: Sequence[str], by: str = "patient") -> list[np.ndarray]:
-    """Image indices of each group (utils.data.groups.group_of), groups in sorted order."""
-    groups: dict[str, list[int]] = {}
-    for i, path in enumerate(paths):
-        groups.setdefault(group_of(path, by), []).append(i)
-    return [np.array(groups[g], dtype=np.int64) for g in sorted(groups)]
+    """Image indices of each group (utils.data.groups.group_images), groups in sorted order."""
+    index = {path: i for i, path in enumerate(paths)}
+    return [np.array(sorted(index[p] for p in members), dtype=np.int64) for members in group_images(paths, by).values()]
 
 
 def resample(groups: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -152,7 +150,7 @@ def _stats(figures: np.ndarray) -> dict[str, Stat]:
 
 
 def delta_m_samples(samples: Mapping[str, np.ndarray], strategy: str) -> np.ndarray:
-    """delta_m of the strategy in every row of bootstrap()'s output, against the same row of the references."""
+    """delta_m of the strategy in every row of seed_means()'s output, against the same row of the references."""
     det, view = samples.get(DETECTION_REFERENCE), samples.get(VIEW_REFERENCE)
     if det is None or view is None:
         return np.full(len(samples[strategy]), np.nan)
@@ -162,7 +160,7 @@ def delta_m_samples(samples: Mapping[str, np.ndarray], strategy: str) -> np.ndar
 
 @dataclass
 class Interval:
-    """A difference on the whole test set and the percentile interval of its patient resamples."""
+    """A difference on the whole test set and the percentile interval of its resamples."""
 
     observed: float
     low: float
