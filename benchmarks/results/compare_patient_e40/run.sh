@@ -10,10 +10,12 @@
 #     the sweep's low end (val delta_m +8.1 %, then 0.01 +2.4 %, 0.03 -8.1 %): does the trend go on below it?
 #  3. Seeds 1-2 of the fixed weights val can pick (on seed 0: 0.003, 0.01, then 0.001 and 0.03) and dual, then
 #     fixed_w0.1.
-#  4. The --write-clean split, seed-major: GradNorm and the single-task references, the low fixed weights, dual,
-#     gradnorm_frozen (after its gradnorm), the high fixed weights.
-#  5. Seeds 1-2 of fixed_w0.3 and fixed_w1: on seed 0 their detector hardly learns (test mAP50 0.012 at 0.3, val
-#     delta_m -44 %), so more seeds cannot move val's pick; they complete the sweep's 3 seeds.
+#  4. The --write-clean split: seed 0 of every strategy (the whole sweep once, so that val's pick there is made over
+#     all weights), then seeds 1-2 of all but fixed_w0.3 and fixed_w1, seed-major: GradNorm and the single-task
+#     references, the low fixed weights, dual, gradnorm_frozen (after its gradnorm), fixed_w0.1.
+#  5. Seeds 1-2 of fixed_w0.3 and fixed_w1 on both splits: on seed 0 of the patient split their detector hardly
+#     learns (test mAP50 0.012 at 0.3, val delta_m -44 %), so more seeds cannot move val's pick; they complete the
+#     sweep's 3 seeds.
 #  6. Everything once more: a run skipped because its source was still training (gradnorm_frozen) is trained now.
 # Inputs, made once:
 #   python -m utils.split --data data/med.yaml --by patient --val 0.15 --test 0.15 --seed 0
@@ -31,8 +33,10 @@ compare --data $PATIENT --seeds ${1:-0 1 2} --strategies detection_only view_onl
 compare --data $PATIENT --seeds 0 --strategies dual fixed_w0.03 fixed_w0.1 fixed_w0.01 fixed_w0.3 fixed_w0.003 \
   fixed_w1 fixed_w0.001
 compare --data $PATIENT --seeds 1 2 --strategies fixed_w0.003 fixed_w0.01 fixed_w0.001 fixed_w0.03 dual fixed_w0.1
-compare --data $CLEAN --seeds 0 1 2 --strategies gradnorm detection_only view_only fixed_w0.003 fixed_w0.01 \
+compare --data $CLEAN --seeds 0 --strategies gradnorm detection_only view_only fixed_w0.003 fixed_w0.01 \
   fixed_w0.001 fixed_w0.03 dual gradnorm_frozen fixed_w0.1 fixed_w0.3 fixed_w1
-compare --data $PATIENT --seeds 1 2 --strategies fixed_w0.3 fixed_w1
+compare --data $CLEAN --seeds 1 2 --strategies gradnorm detection_only view_only fixed_w0.003 fixed_w0.01 \
+  fixed_w0.001 fixed_w0.03 dual gradnorm_frozen fixed_w0.1
+compare --data $PATIENT --data $CLEAN --seeds 1 2 --strategies fixed_w0.3 fixed_w1
 compare --data $PATIENT --data $CLEAN --seeds 0 1 2 --strategies gradnorm gradnorm_frozen detection_only view_only \
   dual fixed_w0.03 fixed_w0.1 fixed_w0.01 fixed_w0.3 fixed_w0.003 fixed_w1 fixed_w0.001
