@@ -10,13 +10,18 @@
 #     the sweep's low end (val delta_m +8.1 %, then 0.01 +2.4 %, 0.03 -8.1 %): does the trend go on below it?
 #  3. Seeds 1-2 of the fixed weights val can pick (on seed 0: 0.003, 0.01, then 0.001 and 0.03) and dual, then
 #     fixed_w0.1.
-#  4. The --write-clean split: seed 0 of every strategy (the whole sweep once, so that val's pick there is made over
+#  4. Seeds 3-4 on the patient split of what the conclusion turns on (issue #23 asks 5 seeds there): GradNorm, the
+#     two fixed weights val ranks first over seeds 0-2 (0.003 +6.85 %, 0.01 +6.76 % val delta_m: a tie, so both, and
+#     val's pick is still made over equal seeds), and the single-task references every delta_m rests on. With 3 seeds
+#     0.003 led GradNorm in 3 of 3 seeds, clear over patients, but in 95 % of the patient-and-seed draws, not 97.5 %.
+#  5. The --write-clean split: seed 0 of every strategy (the whole sweep once, so that val's pick there is made over
 #     all weights), then seeds 1-2 of all but fixed_w0.3 and fixed_w1, seed-major: GradNorm and the single-task
 #     references, the low fixed weights, dual, gradnorm_frozen (after its gradnorm), fixed_w0.1.
-#  5. Seeds 1-2 of fixed_w0.3 and fixed_w1 on both splits: on seed 0 of the patient split their detector hardly
-#     learns (test mAP50 0.012 at 0.3, val delta_m -44 %), so more seeds cannot move val's pick; they complete the
-#     sweep's 3 seeds.
-#  6. Everything once more: a run skipped because its source was still training (gradnorm_frozen) is trained now.
+#  6. Seeds 3-4 of gradnorm_frozen (after their gradnorm; the schedule question) and fixed_w0.001 (third on val,
+#     +3.6 %), then seeds 1-2 of fixed_w0.3 and fixed_w1 on both splits: on seed 0 of the patient split their
+#     detector hardly learns (test mAP50 0.012 at 0.3, val delta_m -44 %), so more seeds cannot move val's pick;
+#     they complete the sweep's 3 seeds.
+#  7. Everything once more: a run skipped because its source was still training (gradnorm_frozen) is trained now.
 # Inputs, made once:
 #   python -m utils.split --data data/med.yaml --by patient --val 0.15 --test 0.15 --seed 0
 #   python -m utils.audit --data runs/splits/med_patient_s0/med_patient_s0.yaml --name med_patient_s0 --write-clean
@@ -33,10 +38,14 @@ compare --data $PATIENT --seeds ${1:-0 1 2} --strategies detection_only view_onl
 compare --data $PATIENT --seeds 0 --strategies dual fixed_w0.03 fixed_w0.1 fixed_w0.01 fixed_w0.3 fixed_w0.003 \
   fixed_w1 fixed_w0.001
 compare --data $PATIENT --seeds 1 2 --strategies fixed_w0.003 fixed_w0.01 fixed_w0.001 fixed_w0.03 dual fixed_w0.1
+compare --data $PATIENT --seeds 3 4 --strategies gradnorm fixed_w0.003 fixed_w0.01 detection_only view_only
 compare --data $CLEAN --seeds 0 --strategies gradnorm detection_only view_only fixed_w0.003 fixed_w0.01 \
   fixed_w0.001 fixed_w0.03 dual gradnorm_frozen fixed_w0.1 fixed_w0.3 fixed_w1
 compare --data $CLEAN --seeds 1 2 --strategies gradnorm detection_only view_only fixed_w0.003 fixed_w0.01 \
   fixed_w0.001 fixed_w0.03 dual gradnorm_frozen fixed_w0.1
+compare --data $PATIENT --seeds 3 4 --strategies gradnorm_frozen fixed_w0.001
 compare --data $PATIENT --data $CLEAN --seeds 1 2 --strategies fixed_w0.3 fixed_w1
 compare --data $PATIENT --data $CLEAN --seeds 0 1 2 --strategies gradnorm gradnorm_frozen detection_only view_only \
   dual fixed_w0.03 fixed_w0.1 fixed_w0.01 fixed_w0.3 fixed_w0.003 fixed_w1 fixed_w0.001
+compare --data $PATIENT --seeds 3 4 --strategies gradnorm gradnorm_frozen fixed_w0.003 fixed_w0.01 fixed_w0.001 \
+  detection_only view_only
