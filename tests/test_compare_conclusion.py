@@ -101,6 +101,24 @@ def test_a_tuned_fixed_weight_that_wins_is_named_as_enough():
     assert "a tuned fixed weight does as well as any remedy here" in level
 
 
+def test_val_pick_is_weighed_against_the_next_fixed_weight_on_val():
+    # fixed_w0.1 -10.0 ± 0.0 % against fixed_w1 -38.57 ± 0.0 % (from comparison_rows): separated
+    text = conclusion(comparison_rows())
+    assert "On val: -10.0 ± 0.0 %, next fixed_w1 -38.6 ± 0.0 %, a gap of 28.57 points, beyond the larger sd." in text
+    # fixed_w0.3 at mAP50 0.20 and 0.26 (view at the reference): delta_m 0 and +15 % -> +7.5 ± 10.6 %; fixed_w0.1 at
+    # 0.22 twice: +5.0 ± 0.0 %. Val picks fixed_w0.3 by 2.5 points, inside its own sd: a tie the report names
+    rows = [r for r in comparison_rows() if not r["strategy"].startswith("fixed_w")]
+    rows += [row("fixed_w0.3", 0, 0.20, 0.70), row("fixed_w0.3", 1, 0.26, 0.70),
+             row("fixed_w0.1", 0, 0.22, 0.70), row("fixed_w0.1", 1, 0.22, 0.70)]
+    tie = conclusion(rows, ["detection_only", "view_only", "fixed_w0.1", "fixed_w0.3", "gradnorm"])
+    assert ("Tuned fixed weight: fixed_w0.3, picked on val by delta_m among 2 weights (0.1, 0.3). On val: +7.5 ± 10.6 "
+            "%, next fixed_w0.1 +5.0 ± 0.0 %, a gap of 2.50 points, within the larger sd: val could as well have "
+            "picked fixed_w0.1; on the test set fixed_w0.1 scores +5.0 ± 0.0 %.") in tie
+    one_seed = conclusion([r for r in rows if (r["strategy"], r["seed"]) != ("fixed_w0.1", 1)],
+                          ["detection_only", "view_only", "fixed_w0.1", "fixed_w0.3", "gradnorm"])
+    assert "next fixed_w0.1 +5.0 %, a gap of 2.50 points (a side has one seed)." in one_seed
+
+
 def test_no_winner_without_the_single_task_runs_and_val_when_there_is_no_test_set():
     rows = [{k: v for k, v in r.items() if not k.startswith("test_")} for r in comparison_rows()
             if r["strategy"] in ("gradnorm", "fixed_w0.1", "fixed_w1")]

@@ -130,7 +130,7 @@ def fixed_weight_sentence(agg: Agg, split: str, strategies: list[str], win: str 
             if len(weights) > 1 and parse_fixed_weight(fixed) in (weights[0], weights[-1]) else "")
     count = f"{len(weights)} weight" + "s" * (len(weights) != 1)
     head = f"Tuned fixed weight: {fixed}, picked on val by delta_m among {count} " \
-           f"({', '.join(f'{w:g}' for w in weights)})."
+           f"({', '.join(f'{w:g}' for w in weights)}).{val_margin(agg, split, strategies, fixed, prefix, where)}"
     if win is None or win == fixed:
         verdict = {True: " It has the highest delta_m, beyond the runner-up's spread: a tuned fixed weight is all this "
                          "data needs",
@@ -155,6 +155,28 @@ def fixed_weight_sentence(agg: Agg, split: str, strategies: list[str], win: str 
         verdict = f"{win} differs from it by more than the larger sd on at least one metric"
     details = "; ".join(versus(win, a, fixed, b, label) for a, b, label in pairs)
     return f"{head} On the {where}: {verdict} ({details}).{edge}"
+
+
+def val_margin(agg: Agg, split: str, strategies: list[str], fixed: str, prefix: str, where: str) -> str:
+    """Val's pick against the next fixed weight on val: a pick within the runner-up's spread could have gone the
+    other way, so the runner-up's figure where the winner is ranked is given too."""
+    others = [(st, s) for s in strategies if parse_fixed_weight(s) is not None and s != fixed
+              and (st := _stat(agg, split, s, "delta_m")).mean is not None]
+    picked = _stat(agg, split, fixed, "delta_m")
+    if not others or picked.mean is None:
+        return ""
+    runner_stat, runner = max(others, key=lambda item: item[0].mean)
+    gap = 100 * (picked.mean - runner_stat.mean)
+    text = (f" On val: {format_percent(picked)}, next {runner} {format_percent(runner_stat)}, a gap of {gap:.2f} "
+            f"points")
+    separated = beats_noise(picked, runner_stat)
+    if separated is None:
+        return text + " (a side has one seed)."
+    if separated:
+        return text + ", beyond the larger sd."
+    elsewhere = _stat(agg, split, runner, prefix + "delta_m") if prefix else NO_STAT
+    there = f"; on the {where} {runner} scores {format_percent(elsewhere)}" if elsewhere.mean is not None else ""
+    return text + f", within the larger sd: val could as well have picked {runner}{there}."
 
 
 def schedule_sentence(rows: list[dict], split: str, prefix: str, where: str) -> str | None:
