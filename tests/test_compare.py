@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from tests.helpers import med_subset_yaml
-from utils.compare.cli import main, parse_args
+from utils.compare.cli import finished_seeds, main, parse_args
+from utils.compare.report import more_seeds_note
 from utils.compare import runs
 from utils.compare.evaluation import EVAL_FILE
 from utils.compare.runs import (COST_FILE, Plan, child_env, claim_run, lock_holder, lock_path,
@@ -117,6 +118,30 @@ def test_run_finished_accepts_an_early_stop_under_the_same_epochs(tmp_path):
     assert not run_finished(early("other_budget", 0, 5), 8), "a different --epochs is a different run"
     assert not run_finished(_fake_run(tmp_path / "killed", [0, 1]), 5), "no cost record: it was interrupted"
     assert run_finished(_fake_run(tmp_path / "done", [0, 1, 2]), 3)
+
+
+def test_finished_seeds_beyond_the_flag_are_planned_as_done_and_never_as_missing(tmp_path, capsys):
+    split = tmp_path / "more" / "med"
+    _fake_run(split / "fixed_w0.3_s3", [0, 1, 2])  # finished: counted
+    _fake_run(split / "fixed_w0.3_s4", [0, 1])  # interrupted: neither trained nor listed
+    other = _fake_run(split / "gradnorm_s5", [0, 1])  # stopped early under another --epochs: not this comparison's
+    (other / COST_FILE).write_text(json.dumps({"rc": 0}))
+    (other / "opt.yaml").write_text(yaml.safe_dump({"epochs": 8}))
+    _fake_run(split / "fixed_w0.30_s6", [0, 1, 2])  # another weight's folder, though its name starts alike
+    assert finished_seeds(split, ["fixed_w0.3", "gradnorm"], [0], 3) == [3]
+    assert finished_seeds(split, ["fixed_w0.3", "gradnorm"], [0, 3], 3) == []
+    main(["--data", "data/med.yaml", "--epochs", "3", "--seeds", "0", "--strategies", "fixed_w0.3", "gradnorm",
+          "--project", str(tmp_path), "--name", "more", "--dry-run", "--", "--img", "64", "--workers", "0"])
+    planned = capsys.readouterr().out.splitlines()
+    assert len(planned) == 3, planned
+    assert planned[2].startswith("# complete, not retrained: ") and "--seed 3" in planned[2]
+    assert all("--seed 4" not in line and "--seed 5" not in line for line in planned)
+
+
+def test_the_report_header_names_the_seeds_beyond_the_flag():
+    rows = [{"strategy": "gradnorm", "seed": s} for s in (0, 1, 3, 4)] + [{"strategy": "view_only", "seed": 3}]
+    assert more_seeds_note(rows, [0, 1]) == " (and seed 3 of gradnorm, view_only) (and seed 4 of gradnorm)"
+    assert more_seeds_note(rows[:2], [0, 1]) == ""
 
 
 def _plan(run_dir: Path) -> Plan:

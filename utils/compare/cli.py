@@ -117,11 +117,13 @@ def plan_runs(opt: argparse.Namespace, extra: list[str], root: Path, write: bool
         if write and "detection_only" in opt.strategies:
             write_yaml(det_yaml, detection_only_content(yaml.safe_load(yaml_path.read_text())),
                        f"derived by benchmarks/compare.py from {yaml_path}: cls_names removed (detection only)")
-        for seed in opt.seeds:
+        for seed in [*opt.seeds, *finished_seeds(root / split, opt.strategies, opt.seeds, opt.epochs)]:
             for name in opt.strategies:
                 spec = strategy_spec(name)
                 data = det_yaml if spec.detection_data else yaml_path
                 run_dir = root / split / run_name(name, seed)
+                if seed not in opt.seeds and not run_finished(run_dir, opt.epochs):
+                    continue  # a seed beyond --seeds counts only where it has finished
                 hyp, frozen = hyp_files[spec.hyp_key], None
                 if spec.frozen_from:  # written when the source run has finished (train_missing)
                     frozen = (root / split / run_name(spec.frozen_from, seed), hyp,
@@ -133,6 +135,19 @@ def plan_runs(opt: argparse.Namespace, extra: list[str], root: Path, write: bool
                 plans.append(Plan(split, data, spec, seed, run_dir, cmd, done=run_finished(run_dir, opt.epochs),
                                   frozen=frozen))
     return plans, splits
+
+
+def finished_seeds(split_dir: Path, strategies: list[str], seeds: list[int], epochs: int) -> list[int]:
+    """Seeds beyond `seeds` that some strategy of the split has finished with the same epochs (say, more seeds for
+    the strategies a conclusion turns on, trained by another command): the report counts them rather than drop
+    finished work; they are never trained or listed as missing."""
+    found = set()
+    for name in strategies:
+        for run_dir in split_dir.glob(f"{name}_s*"):
+            suffix = run_dir.name[len(name) + 2:]
+            if suffix.isdigit() and int(suffix) not in seeds and run_finished(run_dir, epochs):
+                found.add(int(suffix))
+    return sorted(found)
 
 
 def train_missing(plans: list[Plan], opt: argparse.Namespace, labels: dict[Path, str]) -> dict[Path, dict]:

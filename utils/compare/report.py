@@ -260,6 +260,15 @@ def split_section(agg: dict[tuple[str, str], dict[str, Stat]], split: str, data:
     return out
 
 
+def more_seeds_note(rows: list[dict], seeds: list[int]) -> str:
+    """' (and seed 3 of gradnorm, ...)': finished runs of seeds beyond --seeds that the report counts too."""
+    extra: dict[int, list[str]] = {}
+    for r in rows:
+        if r["seed"] not in seeds and r["strategy"] not in extra.get(r["seed"], []):
+            extra.setdefault(r["seed"], []).append(r["strategy"])
+    return "".join(f" (and seed {seed} of {', '.join(names)})" for seed, names in sorted(extra.items()))
+
+
 def build_report(*, command: str, date: str, machine: str, settings: dict, splits: dict[str, Path],
                  strategies: list[str], rows: list[dict], stage_summaries: dict, failures: list[dict],
                  plots: dict[str, list[str]], ceilings: dict[str, dict] | None = None,
@@ -275,7 +284,8 @@ def build_report(*, command: str, date: str, machine: str, settings: dict, split
     title = settings["name"] + ("" if checkpoint == "best" else f", scored at {checkpoint}.pt")
     out = [f"# Strategy comparison: {title}", "",
            f"- command: `{command}`", f"- date: {date}", f"- machine: {machine}",
-           f"- epochs {settings['epochs']}, seeds {settings['seeds']}, strategies {', '.join(strategies)}",
+           f"- epochs {settings['epochs']}, seeds {settings['seeds']}{more_seeds_note(rows, settings['seeds'])}, "
+           f"strategies {', '.join(strategies)}",
            f"- train flags passed through: `{settings['extra'] or '(none)'}`", ""]
     pending = [r for r in rows if r.get("status") == "not_run"]
     if pending:
