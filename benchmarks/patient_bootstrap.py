@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -39,10 +38,9 @@ from utils.compare.bootstrap import (PackedRun, bootstrap, check_same_images, di
                                      pack, patient_groups, seed_means)
 from utils.compare.evaluation import EvalSettings, evaluate_checkpoint, evaluation_key  # noqa: E402
 from utils.compare.report import markdown_table  # noqa: E402
-from utils.compare.runs import run_finished  # noqa: E402
+from utils.compare.runs import parse_run_name, run_finished  # noqa: E402
 from utils.compare.strategies import parse_fixed_weight  # noqa: E402
 
-RUN_NAME = re.compile(r"(?P<strategy>.+)_s(?P<seed>\d+)")
 CACHE = "patient_bootstrap_{checkpoint}.npz"  # in the run folder: the test set's ImageMatches of that checkpoint
 
 
@@ -51,9 +49,9 @@ def finished_runs(split_dir: Path, epochs: int) -> dict[str, list[Path]]:
     them)}: the other strategies by name, then the fixed weights ascending."""
     runs: dict[str, list[Path]] = {}
     for run_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        match = RUN_NAME.fullmatch(run_dir.name)
-        if match and run_finished(run_dir, epochs):
-            runs.setdefault(match["strategy"], []).append(run_dir)
+        parsed = parse_run_name(run_dir.name)
+        if parsed and run_finished(run_dir, epochs):
+            runs.setdefault(parsed[0], []).append(run_dir)
     weight = {s: parse_fixed_weight(s) for s in runs}
     return {s: runs[s] for s in sorted(runs, key=lambda s: (weight[s] is not None, weight[s] or 0, s))}
 

@@ -23,7 +23,8 @@ from utils.compare.plots import plot_curves, plot_metric_vs_cost, plot_tradeoff
 from utils.compare.report import build_report, machine_line
 from utils.compare.run_rows import collect_row
 from utils.compare.runs import (Plan, child_env, children_stop_with_this_process, load_cost, lock_holder, lock_path,
-                                read_history, run_finished, run_name, stderr_tail, train_if_free, train_run)
+                                parse_run_name, read_history, run_finished, run_name, stderr_tail, train_if_free,
+                                train_run)
 from utils.compare.stats import aggregate, with_delta_m
 from utils.compare.strategies import (DEFAULT_VIEW_WEIGHTS, build_command, check_extra_args, derived_hyp,
                                       detection_only_content, resolve_strategies, split_labels, strategy_spec,
@@ -142,11 +143,10 @@ def finished_seeds(split_dir: Path, strategies: list[str], seeds: list[int], epo
     the strategies a conclusion turns on, trained by another command): the report counts them rather than drop
     finished work; they are never trained or listed as missing."""
     found = set()
-    for name in strategies:
-        for run_dir in split_dir.glob(f"{name}_s*"):
-            suffix = run_dir.name[len(name) + 2:]
-            if suffix.isdigit() and int(suffix) not in seeds and run_finished(run_dir, epochs):
-                found.add(int(suffix))
+    for run_dir in split_dir.iterdir() if split_dir.is_dir() else []:
+        parsed = parse_run_name(run_dir.name)
+        if parsed and parsed[0] in strategies and parsed[1] not in seeds and run_finished(run_dir, epochs):
+            found.add(parsed[1])
     return sorted(found)
 
 

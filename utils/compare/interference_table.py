@@ -8,24 +8,24 @@ Here each run is reduced to a few figures, early and late in training, and the r
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from pathlib import Path
 
 import pandas as pd
 
+from utils.compare.runs import parse_run_name
 from utils.compare.stats import finite_number
 from utils.compare.strategies import parse_fixed_weight
 
 # Per run: the figures the conclusion quotes (each a range over the strategy's runs).
 FIGURES = ("mean_cosine", "conflict_fraction", "ratio_first", "ratio_late", "weighted_late", "weight_ratio_late")
-RUN_NAME = re.compile(r"(?P<split>.+)/(?P<strategy>.+)_s(?P<seed>\d+)")
 
 
 def split_and_strategy(run: str) -> tuple[str, str] | None:
     """'med_patient_s0/gradnorm_s1' (the table's run column: split/run folder) -> ('med_patient_s0', 'gradnorm')."""
-    match = RUN_NAME.fullmatch(run)
-    return (match["split"], match["strategy"]) if match else None
+    split, _, folder = run.rpartition("/")
+    parsed = parse_run_name(folder)
+    return (split, parsed[0]) if split and parsed else None
 
 
 def read_tables(paths: list[Path]) -> list[dict]:

@@ -44,9 +44,18 @@ class Plan:
     frozen: tuple[Path, Path, Path] | None = None  # (source run, template hyp, hyp to write) for a frozen strategy
 
 
+RUN_NAME = re.compile(r"(?P<strategy>.+)_s(?P<seed>\d+)")
+
+
 def run_name(strategy: str, seed: int) -> str:
     """The run's folder name under its split: <strategy>_s<seed>."""
     return f"{strategy}_s{seed}"
+
+
+def parse_run_name(folder: str) -> tuple[str, int] | None:
+    """run_name's inverse: 'gradnorm_frozen_s2' -> ('gradnorm_frozen', 2); None for another name."""
+    match = RUN_NAME.fullmatch(folder)
+    return (match["strategy"], int(match["seed"])) if match else None
 
 
 def read_history(run_dir: Path) -> dict | None:
