@@ -20,8 +20,6 @@ CSV in the report's conclusion.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,50 +32,28 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.compare.bootstrap import (PackedRun, bootstrap, check_same_images, differences, interval,  # noqa: E402
-                                     pack, patient_groups, seed_means)
-from utils.compare.evaluation import EvalSettings, evaluate_checkpoint, evaluation_key  # noqa: E402
+from utils.compare.bootstrap import (bootstrap, check_same_images, differences, interval,  # noqa: E402
+                                     patient_groups, seed_means)
+from utils.compare.evaluation import EvalSettings  # noqa: E402
+from utils.compare.image_matches import test_matches  # noqa: E402
 from utils.compare.report import markdown_table  # noqa: E402
+from utils.compare.records import recorded  # noqa: E402
 from utils.compare.runs import parse_run_name, run_finished  # noqa: E402
 from utils.compare.strategies import parse_fixed_weight  # noqa: E402
 
-CACHE = "patient_bootstrap_{checkpoint}.npz"  # in the run folder: the test set's ImageMatches of that checkpoint
-
-
-def finished_runs(split_dir: Path, epochs: int) -> dict[str, list[Path]]:
-    """{strategy: run folders of its finished seeds (complete, or stopped early by --patience, as the report counts
-    them)}: the other strategies by name, then the fixed weights ascending."""
-    runs: dict[str, list[Path]] = {}
-    for run_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        parsed = parse_run_name(run_dir.name)
-        if parsed and run_finished(run_dir, epochs):
-            runs.setdefault(parsed[0], []).append(run_dir)
+def finished_runs(split_dir: Path, epochs: int, records: Path | None = None) -> dict[str, list[Path]]:
+    """{strategy: folders of its finished seeds (complete, or stopped early by --patience, as the report counts
+    them)}: the other strategies by name, then the fixed weights ascending. A run whose folder is gone or unfinished
+    counts through its record in `records` (the split's records folder, compare.py --records)."""
+    runs: dict[str, dict[int, Path]] = {}
+    for folder, finished in ((records, recorded), (split_dir, run_finished)):  # a live run folder wins
+        for path in sorted(p for p in folder.iterdir() if p.is_dir()) if folder and folder.is_dir() else []:
+            parsed = parse_run_name(path.name)
+            if parsed and finished(path, epochs):
+                runs.setdefault(parsed[0], {})[parsed[1]] = path
+    runs = {s: [seeds[k] for k in sorted(seeds)] for s, seeds in runs.items()}
     weight = {s: parse_fixed_weight(s) for s in runs}
     return {s: runs[s] for s in sorted(runs, key=lambda s: (weight[s] is not None, weight[s] or 0, s))}
-
-
-def test_matches(run_dir: Path, checkpoint: str, data: Path, settings: EvalSettings) -> PackedRun:
-    """The run's checkpoint on the test set, image by image; from the cache while checkpoint, data and settings hold."""
-    weights = run_dir / "weights" / f"{checkpoint}.pt"
-    if not weights.is_file():
-        weights = run_dir / "weights" / "last.pt"  # as the report: a run that wrote no best.pt
-    key = json.dumps(evaluation_key(weights, data, settings), sort_keys=True)
-    cache = run_dir / CACHE.format(checkpoint=checkpoint)
-    if cache.is_file():
-        with np.load(cache, allow_pickle=False) as saved:
-            if str(saved["key"]) == key:
-                fields = {k: saved[k] for k in PackedRun.__dataclass_fields__}
-                return PackedRun(**{**fields, "paths": [str(p) for p in fields["paths"]]})
-    images: list = []
-    evaluate_checkpoint(weights, data, settings, tasks=("test",), per_image={"test": images})
-    if not images:
-        raise SystemExit(f"{data}: no test split to bootstrap (utils.split --test writes one)")
-    run = pack(images)
-    arrays = {k: getattr(run, k) for k in PackedRun.__dataclass_fields__}
-    tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez(tmp, key=np.array(key), **{**arrays, "paths": np.array(run.paths)})
-    os.replace(tmp, cache)  # never a half-written cache
-    return run
 
 
 def summary_rows(per_seed: dict[str, np.ndarray], reference: str | None, about: dict, seed: int) -> list[dict]:
@@ -154,11 +130,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reference", default="gradnorm", help="strategy whose delta_m the others are paired with")
     parser.add_argument("--by", default="patient", choices=("patient", "video", "image"), help="what one draw brings")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--records", type=Path, default=None,
+                        help="the split's records folder (compare.py --records DIR: DIR/<split>): runs whose folder "
+                             "is gone count through their recorded test matches")
     parser.add_argument("--out", type=Path, required=True)
     opt = parser.parse_args(argv)
 
     settings = EvalSettings(imgsz=opt.img, workers=opt.workers)
-    runs_by_strategy = finished_runs(opt.split_dir, opt.epochs)
+    runs_by_strategy = finished_runs(opt.split_dir, opt.epochs, opt.records)
     if not runs_by_strategy:
         raise SystemExit(f"{opt.split_dir}: no finished <strategy>_s<seed> run of {opt.epochs} epochs")
     runs = {s: [test_matches(d, opt.checkpoint, opt.data, settings) for d in dirs]

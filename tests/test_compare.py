@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -391,8 +392,10 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     data = med_subset_yaml(tmp_path, med_root, n=4)
     cfg = yaml.safe_load(data.read_text())
     data.write_text(yaml.safe_dump({**cfg, "test": cfg["val"]}))  # a test split: evaluated too, with test_ columns
-    first = _compare(data, tmp_path / "compare", "--jobs", "2")
+    records = tmp_path / "records"
+    first = _compare(data, tmp_path / "compare", "--jobs", "2", "--records", str(records))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert first.stdout.count("recorded in") == 3, "each run recorded as soon as it finished"
     root = tmp_path / "compare" / "smoke"
     with open(root / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
@@ -448,5 +451,18 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
     assert statuses == {"detection_only": "ok", "fixed_w1": "ok", "dual": "ok", "gradnorm": "not_run"}
     report = (root / "report.md").read_text()
     assert "Interim report: 3 of 4 runs finished" in report and "- med_views / gradnorm: seeds 0" in report
+
+    assert sorted(p.name for p in (records / "med_views").iterdir()) == ["detection_only_s0", "dual_s0", "fixed_w1_s0"]
+    kept = sorted(p.name for p in (records / "med_views" / "dual_s0").iterdir())
+    assert kept == ["compare_cost.json", "hyp.yaml", "opt.yaml", "patient_bootstrap_best.npz",
+                    "patient_bootstrap_last.npz", "rows.json", "training_history.json"], kept
+    shutil.rmtree(root / "med_views")  # a fresh checkout: the run folders are gone, their records are not
+    fresh = _compare(data, tmp_path / "compare", "--records", str(records))
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    assert fresh.stdout.count("recorded, not retrained") == 3 and "training..." not in fresh.stdout
+    with open(root / "comparison.csv") as f:
+        from_records = list(csv.DictReader(f))
+    for column in ("mAP50", "test_view_accuracy", "last_test_mAP50", "train_time_s", "best_epoch", "delta_m"):
+        assert [r[column] for r in from_records] == [r[column] for r in rows], column
 
 

@@ -23,6 +23,7 @@ from utils.compare.bootstrap import (bootstrap, check_same_images, delta_m_sampl
                                      patient_groups, resample, seed_means, view_accuracy)
 from utils.compare.bootstrap_table import read_bootstrap_tables
 from utils.compare.evaluation import EvalSettings, evaluate_checkpoint
+from utils.compare.records import save_record
 from utils.compare.report import build_report
 from utils.data.labels import img2label_paths, read_label_file
 from utils.evaluation.validation import ImageMatches
@@ -189,6 +190,16 @@ def test_benchmark_pairs_runs_on_the_same_patients_and_caches(med_checkpoints, t
     stamp = cache.stat().st_mtime_ns
     patient_bootstrap.main(argv)
     assert cache.stat().st_mtime_ns == stamp  # evaluated once
+
+    # the run folder is gone (a fresh checkout); its record keeps the cache: the same table without the weights
+    records = tmp_path / "records"
+    save_record(records / "gradnorm_s0", 1, {"best": {"status": "ok"}}, gradnorm)
+    shutil.rmtree(gradnorm)
+    patient_bootstrap.main([*argv, "--records", str(records)])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "patient_bootstrap_best.csv"), table)
+    (records / "gradnorm_s0" / "patient_bootstrap_best.npz").unlink()
+    with pytest.raises(SystemExit, match="cannot be bootstrapped"):
+        patient_bootstrap.main([*argv, "--records", str(records)])
 
 
 def bootstrap_row(strategy: str, comparison: str, observed: float, low: float, high: float, seeds: int = 3,

@@ -20,6 +20,9 @@ from utils.compare.bootstrap_table import read_bootstrap_tables
 from utils.compare.interference_table import read_tables
 from utils.compare.ceilings import view_ceilings
 from utils.compare.plots import plot_curves, plot_metric_vs_cost, plot_tradeoff
+from utils.compare.image_matches import test_matches
+from utils.compare.records import (CHECKPOINTS, record_dir, recorded, recorded_history, recorded_row,
+                                   save_record)
 from utils.compare.report import build_report, machine_line
 from utils.compare.run_rows import collect_row
 from utils.compare.runs import (Plan, child_env, children_stop_with_this_process, load_cost, lock_holder, lock_path,
@@ -79,6 +82,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> tuple[
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="checkpoint each run is scored by: best.pt (picked on val) or last.pt (the final epoch: checks "
                         "that the conclusion does not rest on the epoch choice; report in NAME/checkpoint_last)")
+    p.add_argument("--records", type=Path, default=None, metavar="DIR",
+                   help="record every finished run's rows, history and cost in DIR/<split>/<run> (no weights; meant "
+                        "to be committed); a run recorded there counts as finished even when its folder is gone")
     opt = p.parse_args(argv)
     check_numeric_flags(opt, NUMERIC_RULES)
     try:
@@ -118,12 +124,15 @@ def plan_runs(opt: argparse.Namespace, extra: list[str], root: Path, write: bool
         if write and "detection_only" in opt.strategies:
             write_yaml(det_yaml, detection_only_content(yaml.safe_load(yaml_path.read_text())),
                        f"derived by benchmarks/compare.py from {yaml_path}: cls_names removed (detection only)")
-        for seed in [*opt.seeds, *finished_seeds(root / split, opt.strategies, opt.seeds, opt.epochs)]:
+        records = opt.records / split if opt.records else None
+        for seed in [*opt.seeds, *finished_seeds(root / split, opt.strategies, opt.seeds, opt.epochs, records)]:
             for name in opt.strategies:
                 spec = strategy_spec(name)
                 data = det_yaml if spec.detection_data else yaml_path
                 run_dir = root / split / run_name(name, seed)
-                if seed not in opt.seeds and not run_finished(run_dir, opt.epochs):
+                record = record_dir(opt.records, split, name, seed) if opt.records else None
+                done = run_finished(run_dir, opt.epochs) or recorded(record, opt.epochs)
+                if seed not in opt.seeds and not done:
                     continue  # a seed beyond --seeds counts only where it has finished
                 hyp, frozen = hyp_files[spec.hyp_key], None
                 if spec.frozen_from:  # written when the source run has finished (train_missing)
@@ -133,31 +142,47 @@ def plan_runs(opt: argparse.Namespace, extra: list[str], root: Path, write: bool
                 cmd = build_command(spec, data=data, hyp=hyp, epochs=opt.epochs, seed=seed,
                                     project=root / split, name=run_name(name, seed),
                                     interference_every=opt.interference_every, extra=extra)
-                plans.append(Plan(split, data, spec, seed, run_dir, cmd, done=run_finished(run_dir, opt.epochs),
-                                  frozen=frozen))
+                plans.append(Plan(split, data, spec, seed, run_dir, cmd, done=done, frozen=frozen, record=record))
     return plans, splits
 
 
-def finished_seeds(split_dir: Path, strategies: list[str], seeds: list[int], epochs: int) -> list[int]:
+def finished_seeds(split_dir: Path, strategies: list[str], seeds: list[int], epochs: int,
+                   records: Path | None = None) -> list[int]:
     """Seeds beyond `seeds` that some strategy of the split has finished with the same epochs (say, more seeds for
-    the strategies a conclusion turns on, trained by another command): the report counts them rather than drop
-    finished work; they are never trained or listed as missing."""
+    the strategies a conclusion turns on, trained by another command), in its run folder or in its record folder
+    `records` (the split's): the report counts them rather than drop finished work; they are never trained or
+    listed as missing."""
     found = set()
-    for run_dir in split_dir.iterdir() if split_dir.is_dir() else []:
-        parsed = parse_run_name(run_dir.name)
-        if parsed and parsed[0] in strategies and parsed[1] not in seeds and run_finished(run_dir, epochs):
-            found.add(parsed[1])
+    for folder, finished in ((split_dir, run_finished), (records, recorded)):
+        for path in folder.iterdir() if folder is not None and folder.is_dir() else []:
+            parsed = parse_run_name(path.name)
+            if parsed and parsed[0] in strategies and parsed[1] not in seeds and finished(path, epochs):
+                found.add(parsed[1])
     return sorted(found)
 
 
-def train_missing(plans: list[Plan], opt: argparse.Namespace, labels: dict[Path, str]) -> dict[Path, dict]:
-    """Train the planned runs not finished yet, --jobs at a time; returns the cost record of each run trained now."""
+def finished_history(run_dir: Path, record: Path | None, epochs: int) -> dict | None:
+    """The training history of a finished run, from its folder or else from its record (None if neither)."""
+    if run_finished(run_dir, epochs):
+        return read_history(run_dir)
+    return recorded_history(record) if recorded(record, epochs) else None
+
+
+def train_missing(plans: list[Plan], opt: argparse.Namespace, labels: dict[Path, str],
+                  settings: EvalSettings | None = None) -> dict[Path, dict]:
+    """Train the planned runs not finished yet, --jobs at a time; returns the cost record of each run trained now.
+
+    With --records (and `settings`), each run is evaluated and recorded as soon as it finishes, not when the whole
+    command ends: a machine reclaimed hours later loses only the runs still training.
+    """
     env = child_env(opt.jobs)
 
     def train_labelled(plan: Plan) -> dict | None:
         if plan.frozen is not None:
             source, template, out = plan.frozen
-            history = read_history(source) if run_finished(source, opt.epochs) else None
+            source_record = record_dir(opt.records, plan.split, plan.strategy.frozen_from, plan.seed) \
+                if opt.records else None
+            history = finished_history(source, source_record, opt.epochs)
             weights = write_frozen_hyp(history, template, out, source.name) if history else None
             if weights is None:
                 print(f"{labels[plan.run_dir]}: {source.name} has not finished (or recorded no step): not run; run "
@@ -169,6 +194,11 @@ def train_missing(plans: list[Plan], opt: argparse.Namespace, labels: dict[Path,
         cost = train_run(plan, env)
         print(f"{labels[plan.run_dir]}: exit {cost['rc']} after {cost['train_time_s']:.0f} s, peak RSS "
               f"{cost['peak_rss_gb']:.2f} GB", flush=True)
+        if plan.record is not None and settings is not None and run_finished(plan.run_dir, opt.epochs):
+            row, _ = collect_row(plan, opt.epochs, cost, settings, True)
+            if row["status"] == "ok":
+                record_run(plan, row, cost, opt.epochs, settings, "best")
+                print(f"{labels[plan.run_dir]}: recorded in {plan.record}", flush=True)
         return cost
 
     def train_unless_taken(plan: Plan) -> dict | None:
@@ -203,9 +233,13 @@ def collect_runs(plans: list[Plan], costs: dict[Path, dict], epochs: int, settin
         label = labels[plan.run_dir]
         if plan.run_dir in costs:
             cost = costs[plan.run_dir]
-        elif plan.done or run_finished(plan.run_dir, epochs):  # or finished by another process meanwhile
+        elif run_finished(plan.run_dir, epochs):  # finished before, or by another process meanwhile
             print(f"{label}: complete, not retrained ({plan.run_dir})", flush=True)
             cost = load_cost(plan.run_dir)
+        elif recorded(plan.record, epochs):  # its folder is gone or unfinished: the record stands for it
+            print(f"{label}: recorded, not retrained ({plan.record})", flush=True)
+            collect_recorded(collected, plan, checkpoint)
+            continue
         else:
             print(f"{label}: not run yet", flush=True)
             collected.rows.append({"split": plan.split, "strategy": plan.strategy.name, "seed": plan.seed,
@@ -213,6 +247,8 @@ def collect_runs(plans: list[Plan], costs: dict[Path, dict], epochs: int, settin
             continue
         row, stages = collect_row(plan, epochs, cost, settings, plan.run_dir in costs, checkpoint)
         collected.rows.append(row)
+        if plan.record is not None and row["status"] == "ok":
+            record_run(plan, row, cost, epochs, settings, checkpoint)
         if row["status"] != "ok":
             tail = stderr_tail(plan.run_dir / "compare_stderr.log")
             collected.failures.append({**row, "tail": tail})
@@ -223,6 +259,34 @@ def collect_runs(plans: list[Plan], costs: dict[Path, dict], epochs: int, settin
         if history and row["status"] == "ok":
             collected.histories.setdefault(plan.split, {}).setdefault(plan.strategy.name, []).append(history)
     return collected
+
+
+def collect_recorded(collected: Collected, plan: Plan, checkpoint: str) -> None:
+    """A recorded run's row (and history, where recorded) into `collected`, as the report read it then."""
+    row = recorded_row(plan.record, checkpoint)
+    if row is None:  # a record written by a report at the other checkpoint only
+        row = {"split": plan.split, "strategy": plan.strategy.name, "seed": plan.seed, "run_dir": str(plan.record),
+               "trained_now": False, "status": "eval_failed",
+               "error": f"{plan.record} has no row scored at {checkpoint}.pt and the run folder is gone"}
+        collected.failures.append({**row, "tail": ""})
+    collected.rows.append(row)
+    history = recorded_history(plan.record)
+    if history and row["status"] == "ok":
+        collected.histories.setdefault(plan.split, {}).setdefault(plan.strategy.name, []).append(history)
+
+
+def record_run(plan: Plan, row: dict, cost: dict, epochs: int, settings: EvalSettings, checkpoint: str) -> None:
+    """Record a finished run (--records): its row at `checkpoint` and at the other checkpoint (evaluated once,
+    cached in the run folder like the first), its history and cost, and where the split has a test set, its test
+    images' matches at both checkpoints (benchmarks/patient_bootstrap.py's cache). All of it, so that either report
+    and the patient bootstrap can be made again once the run folder is gone."""
+    other = "last" if checkpoint == "best" else "best"
+    other_row, _ = collect_row(plan, epochs, cost, settings, False, other)
+    rows = {checkpoint: row, **({other: other_row} if other_row["status"] == "ok" else {})}
+    if TEST_PREFIX + "mAP50" in row:
+        for name in CHECKPOINTS:
+            test_matches(plan.run_dir, name, plan.data, settings)  # evaluated once: cached in the run folder
+    save_record(plan.record, epochs, rows, plan.run_dir)
 
 
 def write_plots(collected: Collected, splits: dict[str, Path], strategies: list[str],
@@ -263,7 +327,7 @@ def main(argv: list[str] | None = None, entry: list[str] | None = None) -> Path 
     labels = {plan.run_dir: f"[{i}/{len(plans)}] {plan.split} {run_name(plan.strategy.name, plan.seed)}"
               for i, plan in enumerate(plans, 1)}
     with children_stop_with_this_process():
-        costs = train_missing(plans, opt, labels)
+        costs = train_missing(plans, opt, labels, settings)
     collected = collect_runs(plans, costs, opt.epochs, settings, labels, opt.checkpoint)
 
     out = root if opt.checkpoint == "best" else root / "checkpoint_last"  # the runs stay in root either way

@@ -42,6 +42,7 @@ class Plan:
     command: list[str]
     done: bool = False
     frozen: tuple[Path, Path, Path] | None = None  # (source run, template hyp, hyp to write) for a frozen strategy
+    record: Path | None = None  # its record folder (--records; utils/compare/records.py)
 
 
 RUN_NAME = re.compile(r"(?P<strategy>.+)_s(?P<seed>\d+)")

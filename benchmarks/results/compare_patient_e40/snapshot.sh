@@ -1,7 +1,8 @@
 #!/bin/bash
 # Interim or final report of the 40-epoch comparison, copied here from runs/compare/patient_e40 (trains nothing;
-# evaluates finished runs not yet evaluated). First the checkpoint interference of every finished joint run (a
-# checkpoint already measured is kept), then the report, whose conclusion reads those tables.
+# evaluates finished runs not yet evaluated, and records them in records/). First the checkpoint interference of every
+# finished joint run whose folder is here (a checkpoint already measured is kept, so are the rows of runs whose folders
+# are gone), then the report, whose conclusion reads those tables; a run whose folder is gone is read from records/.
 # Run from the repository root.
 PY=${PYTHON:-.venv/bin/python}
 HERE=benchmarks/results/compare_patient_e40
@@ -39,11 +40,18 @@ for checkpoint in best last; do
   OMP_NUM_THREADS=1 $PY compare.py --name patient_e40 --data $PATIENT --data $CLEAN --epochs 40 --seeds 0 1 2 \
     --view-weights 0.001 0.003 0.01 0.03 0.1 0.3 1 --strategies gradnorm gradnorm_frozen detection_only view_only \
     dual fixed_w0.03 fixed_w0.1 fixed_w0.01 fixed_w0.3 fixed_w0.003 fixed_w1 fixed_w0.001 --report-only \
-    --checkpoint $checkpoint \
+    --checkpoint $checkpoint --records $HERE/records \
     "${tables[@]}" "${boot[@]}" -- --cfg models/yolov5n.yaml --img 320 --batch-size 16 \
     --workers 1 --val-period 4 --save-period 5 --hyp data/hyps/hyp.patient.yaml || exit 1
 done
-cp runs/compare/patient_e40/{report.md,comparison.csv} runs/compare/patient_e40/*.png $HERE/
-mkdir -p $HERE/checkpoint_last
-cp runs/compare/patient_e40/checkpoint_last/{report.md,comparison.csv} runs/compare/patient_e40/checkpoint_last/*.png \
-  $HERE/checkpoint_last/
+# The patient split's validation curves stay as drawn from its first 30 runs: their histories were lost with their
+# folders (records made from comparison.csv hold rows only), so a new drawing would show only the later runs.
+copy_report() {  # copy_report FROM TO
+  mkdir -p $2
+  cp $1/{report.md,comparison.csv} $2/
+  for png in $1/*.png; do
+    [ $(basename $png) = curves_med_patient_s0.png ] || cp $png $2/
+  done
+}
+copy_report runs/compare/patient_e40 $HERE
+copy_report runs/compare/patient_e40/checkpoint_last $HERE/checkpoint_last
