@@ -10,8 +10,9 @@ from tests.test_compare_run_rows import _fake_run, _scored_by_name
 from utils.compare.cli import Collected, collect_runs, finished_seeds, main
 from utils.compare.comparison_csv import write_csv
 from utils.compare.evaluation import EvalSettings
+from utils.compare import records
 from utils.compare.records import (ROWS_FILE, csv_cell, read_record, record_dir, recorded, recorded_row,
-                                   records_from_csv, save_record)
+                                   records_from_csv, save_record, this_machine)
 from utils.compare.runs import COST_FILE, Plan
 from utils.compare.strategies import strategy_spec
 
@@ -19,7 +20,7 @@ ROW = {"split": "med", "strategy": "gradnorm", "seed": 0, "status": "ok", "mAP50
        "view_accuracy": 0.5, "best_epoch": 3, "run_dir": "/gone/gradnorm_s0", "trained_now": True, "error": None}
 
 
-def test_a_record_keeps_both_rows_and_the_small_files_but_not_the_run_local_keys(tmp_path):
+def test_a_record_keeps_both_rows_and_the_small_files_but_not_the_run_local_keys(tmp_path, monkeypatch):
     run_dir = _fake_run(tmp_path / "runs" / "gradnorm_s0", [0.1, 0.2])
     (run_dir / COST_FILE).write_text(json.dumps({"rc": 0, "train_time_s": 12.0}))
     record = record_dir(tmp_path / "records", "med", "gradnorm", 0)
@@ -33,6 +34,10 @@ def test_a_record_keeps_both_rows_and_the_small_files_but_not_the_run_local_keys
     assert best["run_dir"] == str(record) and best["trained_now"] is False
     assert "run_dir" not in read_record(record)["rows"]["best"], "where it ran once is not part of the record"
     assert json.loads((record / COST_FILE).read_text())["train_time_s"] == 12.0
+    assert read_record(record)["machine"] == this_machine(), "recorded from its run folder: where it was trained"
+    monkeypatch.setattr(records, "this_machine", lambda: "another CPU")
+    save_record(record, 40, {"best": ROW}, run_dir)
+    assert read_record(record)["machine"] != "another CPU", "a later report elsewhere keeps the training machine"
     assert (record / "training_history.json").is_file() and not (record / "weights").exists()
     with pytest.raises(ValueError):
         save_record(record, 40, {"epoch7": ROW})
@@ -81,6 +86,7 @@ def test_a_finished_run_is_recorded_at_both_checkpoints_then_reported_from_its_r
     assert sorted(calls) == ["best.pt", "last.pt"], "each checkpoint evaluated once, the other row from the cache"
     assert recorded(record, 3)
     assert recorded_row(record, "best")["mAP50"] == 0.5 and recorded_row(record, "last")["mAP50"] == 0.4
+    assert "machine" not in recorded_row(record, "best"), "the machine is the record's, not a CSV column"
 
     for path in sorted(run_dir.rglob("*"), reverse=True):  # the run folder is gone (a fresh checkout)
         path.unlink() if path.is_file() else path.rmdir()

@@ -66,15 +66,36 @@ def save_record(record: Path, epochs: int, rows: dict[str, dict], run_dir: Path 
         raise ValueError(f"checkpoints are {CHECKPOINTS}, not {sorted(unknown)}")
     record.mkdir(parents=True, exist_ok=True)
     saved = read_record(record)
-    merged = dict(saved["rows"]) if saved and saved.get("epochs") == epochs else {}
+    same = saved is not None and saved.get("epochs") == epochs
+    merged = dict(saved["rows"]) if same else {}
     merged |= {c: {k: v for k, v in row.items() if k not in RUN_LOCAL} for c, row in rows.items()}
+    machine = saved.get("machine") if same else None  # where it was trained: the first machine that recorded it
+    if machine is None and run_dir is not None:
+        machine = this_machine()
     for name in KEPT_FILES if run_dir is not None else ():
         source = run_dir / name
         if source.is_file():
             tmp = record / f".{name}.tmp"
             shutil.copyfile(source, tmp)
             tmp.replace(record / name)
-    write_json_atomic(record / ROWS_FILE, {"epochs": epochs, "rows": merged}, indent=1)
+    content = {"epochs": epochs, "rows": merged, **({"machine": machine} if machine else {})}
+    write_json_atomic(record / ROWS_FILE, content, indent=1)
+
+
+def this_machine() -> str:
+    """The CPU model and the instruction set torch's CPU kernels use. Training is repeatable on one machine (the same
+    seed gives the same weights), not across CPUs: their kernels round differently and a run drifts apart within
+    epochs, so a record says where it was trained."""
+    import platform
+
+    import torch
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, torch {torch.__version__} CPU kernels {torch.backends.cpu.get_cpu_capability()}"
 
 
 def csv_cell(text: str) -> Any:
