@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from tests.test_joint_pipeline import _joint_yaml
@@ -63,6 +62,17 @@ def _counters(last: Path) -> tuple[int, int]:
     return int(ckpt["ema_updates"]), int(ckpt["balancer"]["optimizer_steps"])
 
 
+def _run_with_kill(data: Path, project: Path, name: str, mode: str, seconds: float, nth: int) -> tuple[str, float]:
+    """Start one training run and kill it as asked; returns what happened and how long the process lived."""
+    env = _env(**({FAULT_SAVE_DELAY_ENV: "0.5"} if mode == "write" else {}))
+    start = time.time()
+    proc = subprocess.Popen(_command(data, project, name), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    outcome = _kill_when(proc, project / name / "weights", mode, seconds, nth)
+    proc.wait(timeout=300)
+    return outcome, time.time() - start
+
+
 def test_sigkill_then_resume(tmp_path: Path, med_root: Path):
     data = _joint_yaml(tmp_path, med_root, n=4)
     t0 = time.time()
@@ -71,19 +81,21 @@ def test_sigkill_then_resume(tmp_path: Path, med_root: Path):
     reference = _counters(tmp_path / "ref" / "ref" / "weights" / "last.pt")
 
     rng = random.Random(0)
-    trials = [("write", 0.0, k) for k in (1, 4)] + [("random", rng.uniform(0.3, 0.9) * duration, 0) for _ in range(2)]
+    trials = [("write", 0.0, k) for k in (1, 4)] + [("random", rng.uniform(0.3, 0.9), 0) for _ in range(2)]
     outcomes = []
-    for t, (mode, seconds, nth) in enumerate(trials):
+    for t, (mode, fraction, nth) in enumerate(trials):
         name = f"trial{t}"
         run = tmp_path / "runs" / name
-        weights = run / "weights"
-        env = _env(**({FAULT_SAVE_DELAY_ENV: "0.5"} if mode == "write" else {}))
-        proc = subprocess.Popen(_command(data, tmp_path / "runs", name), cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        outcome = _kill_when(proc, weights, mode, seconds, nth)
-        proc.wait(timeout=300)
+        for attempt in range(3):
+            # the machine's load changes while the suite runs (CI's other worker): a random kill that came
+            # after the end is drawn again inside the run just seen, which lived `duration` seconds
+            outcome, lived = _run_with_kill(data, tmp_path / "runs", name, mode, fraction * duration, nth)
+            if mode != "random" or outcome != "finished before the kill":
+                break
+            duration = lived * 0.8 ** (attempt + 1)
+            shutil.rmtree(run)
         outcomes.append(outcome)
-        last = weights / "last.pt"
+        last = run / "weights" / "last.pt"
         if not last.exists():  # killed before the first checkpoint: nothing to resume, start again afresh
             shutil.rmtree(run, ignore_errors=True)  # a kill during start-up leaves no folder at all
             _finish(_command(data, tmp_path / "runs", name), _env())
@@ -96,6 +108,4 @@ def test_sigkill_then_resume(tmp_path: Path, med_root: Path):
         epochs = [int(float(r.split(",")[0])) for r in (run / "results.csv").read_text().splitlines()[1:]]
         assert epochs == list(range(EPOCHS)), f"trial {t} ({outcome}): results.csv epochs {epochs}"
         assert _counters(last) == reference, f"trial {t} ({outcome}): EMA/GradNorm counters restarted"
-    assert outcomes.count("killed during a checkpoint write") == 2, outcomes
-    if outcomes.count("finished before the kill") > 1:  # at most one of the two random kills may miss
-        pytest.fail(f"the random kills mostly came too late: {outcomes}")
+    assert outcomes == ["killed during a checkpoint write"] * 2 + ["killed at random"] * 2, outcomes
