@@ -88,7 +88,7 @@ def test_sigkill_then_resume(tmp_path: Path, med_root: Path):
         run = tmp_path / "runs" / name
         for attempt in range(3):
             # the machine's load changes while the suite runs (CI's other worker): a random kill that came
-            # after the end is drawn again inside the run just seen, which lived `duration` seconds
+            # after the end is drawn again as the same fraction of the run just seen, shortened by 20 % per try
             outcome, lived = _run_with_kill(data, tmp_path / "runs", name, mode, fraction * duration, nth)
             if mode != "random" or outcome != "finished before the kill":
                 break
