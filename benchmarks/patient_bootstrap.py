@@ -44,7 +44,8 @@ from utils.compare.strategies import parse_fixed_weight  # noqa: E402
 def finished_runs(split_dir: Path, epochs: int, records: Path | None = None) -> dict[str, list[Path]]:
     """{strategy: folders of its finished seeds (complete, or stopped early by --patience, as the report counts
     them)}: the other strategies by name, then the fixed weights ascending. A run whose folder is gone or unfinished
-    counts through its record in `records` (the split's records folder, compare.py --records)."""
+    counts through its record in `records` (the split's records folder, compare.py --records), so that it is not
+    silently missing from the table: a record keeps no weights, and test_matches stops there."""
     runs: dict[str, dict[int, Path]] = {}
     for folder, finished in ((records, recorded), (split_dir, run_finished)):  # a live run folder wins
         for path in sorted(p for p in folder.iterdir() if p.is_dir()) if folder and folder.is_dir() else []:
@@ -131,8 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--by", default="patient", choices=("patient", "video", "image"), help="what one draw brings")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--records", type=Path, default=None,
-                        help="the split's records folder (compare.py --records DIR: DIR/<split>): runs whose folder "
-                             "is gone count through their recorded test matches")
+                        help="the split's records folder (compare.py --records DIR: DIR/<split>): a recorded run "
+                             "whose folder is gone stops the bootstrap instead of being left out of its table")
     parser.add_argument("--out", type=Path, required=True)
     opt = parser.parse_args(argv)
 

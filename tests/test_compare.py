@@ -454,8 +454,7 @@ def test_compare_end_to_end_then_resume(tmp_path, med_root):
 
     assert sorted(p.name for p in (records / "med_views").iterdir()) == ["detection_only_s0", "dual_s0", "fixed_w1_s0"]
     kept = sorted(p.name for p in (records / "med_views" / "dual_s0").iterdir())
-    assert kept == ["compare_cost.json", "hyp.yaml", "opt.yaml", "patient_bootstrap_best.npz",
-                    "patient_bootstrap_last.npz", "rows.json", "training_history.json"], kept
+    assert kept == ["compare_cost.json", "hyp.yaml", "opt.yaml", "rows.json", "training_history.json"], kept
     shutil.rmtree(root / "med_views")  # a fresh checkout: the run folders are gone, their records are not
     fresh = _compare(data, tmp_path / "compare", "--records", str(records))
     assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]

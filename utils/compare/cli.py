@@ -20,9 +20,7 @@ from utils.compare.bootstrap_table import read_bootstrap_tables
 from utils.compare.interference_table import read_tables
 from utils.compare.ceilings import view_ceilings
 from utils.compare.plots import plot_curves, plot_metric_vs_cost, plot_tradeoff
-from utils.compare.image_matches import test_matches
-from utils.compare.records import (CHECKPOINTS, record_dir, recorded, recorded_history, recorded_row,
-                                   save_record)
+from utils.compare.records import record_dir, recorded, recorded_history, recorded_row, save_record
 from utils.compare.report import build_report, machine_line
 from utils.compare.run_rows import collect_row
 from utils.compare.runs import (Plan, child_env, children_stop_with_this_process, load_cost, lock_holder, lock_path,
@@ -277,15 +275,11 @@ def collect_recorded(collected: Collected, plan: Plan, checkpoint: str) -> None:
 
 def record_run(plan: Plan, row: dict, cost: dict, epochs: int, settings: EvalSettings, checkpoint: str) -> None:
     """Record a finished run (--records): its row at `checkpoint` and at the other checkpoint (evaluated once,
-    cached in the run folder like the first), its history and cost, and where the split has a test set, its test
-    images' matches at both checkpoints (benchmarks/patient_bootstrap.py's cache). All of it, so that either report
-    and the patient bootstrap can be made again once the run folder is gone."""
+    cached in the run folder like the first), its history and cost, so that either report can be made again once
+    the run folder is gone. The patient bootstrap's per-image matches stay in the run folder (utils.compare.records)."""
     other = "last" if checkpoint == "best" else "best"
     other_row, _ = collect_row(plan, epochs, cost, settings, False, other)
     rows = {checkpoint: row, **({other: other_row} if other_row["status"] == "ok" else {})}
-    if TEST_PREFIX + "mAP50" in row:
-        for name in CHECKPOINTS:
-            test_matches(plan.run_dir, name, plan.data, settings)  # evaluated once: cached in the run folder
     save_record(plan.record, epochs, rows, plan.run_dir)
 
 

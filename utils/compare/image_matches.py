@@ -1,7 +1,7 @@
 """A run's test set, image by image (the matches a patient bootstrap resamples), cached beside its weights.
 
-benchmarks/patient_bootstrap.py redraws the test patients from these; compare.py --records keeps them in a run's
-record, so that a run can still be bootstrapped once its folder (and weights) are gone.
+benchmarks/patient_bootstrap.py redraws the test patients from these. They live in the run folder only (a record
+keeps none: utils.compare.records), so a run whose folder is gone cannot join a new bootstrap.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import numpy as np
 from utils.compare.bootstrap import PackedRun, pack
 from utils.compare.evaluation import EvalSettings, evaluate_checkpoint, evaluation_key
 
-BOOTSTRAP_CACHE = "patient_bootstrap_{checkpoint}.npz"  # in the run folder (and its record), one per checkpoint
+BOOTSTRAP_CACHE = "patient_bootstrap_{checkpoint}.npz"  # in the run folder, one per checkpoint
 
 
 def load_matches(cache: Path) -> PackedRun:
-    """A saved cache, whatever checkpoint made it (a record has no weights to check it against)."""
+    """A saved cache (test_matches checks that its key still holds)."""
     with np.load(cache, allow_pickle=False) as saved:
         fields = {k: saved[k] for k in PackedRun.__dataclass_fields__}
     return PackedRun(**{**fields, "paths": [str(p) for p in fields["paths"]]})
@@ -27,14 +27,12 @@ def load_matches(cache: Path) -> PackedRun:
 def test_matches(run_dir: Path, checkpoint: str, data: Path, settings: EvalSettings) -> PackedRun:
     """The run's checkpoint on the test set, image by image; from the cache while checkpoint, data and settings hold.
 
-    A folder without weights (a record) has only its cache: it is returned as it is, and a missing one is an error.
+    A folder without weights (a record) is an error, not a run silently left out of the table.
     """
     cache = run_dir / BOOTSTRAP_CACHE.format(checkpoint=checkpoint)
     if not (run_dir / "weights" / "last.pt").is_file():
-        if not cache.is_file():
-            raise SystemExit(f"{run_dir}: recorded without {cache.name} and its weights are gone: this run cannot "
-                             "be bootstrapped (record it while its folder is there)")
-        return load_matches(cache)
+        raise SystemExit(f"{run_dir}: no weights: this run cannot be bootstrapped (a record keeps none; bootstrap "
+                         "while the run folders are there)")
     weights = run_dir / "weights" / f"{checkpoint}.pt"
     if not weights.is_file():
         weights = run_dir / "weights" / "last.pt"  # as the report: a run that wrote no best.pt

@@ -3,7 +3,8 @@
 A 40-epoch comparison spreads days of machine time over sessions whose run folders (weights and all) need not
 survive; its figures must. Given --records DIR, compare.py records every finished run it reports in
 DIR/<split>/<run>/: its comparison.csv rows scored at best.pt and at last.pt (rows.json), its training history and
-cost record, and the per-image test matches of a patient bootstrap where one was made; never weights. A planned run
+cost record; never weights, nor the per-image test matches a patient bootstrap resamples (binary, about 200 kB a run:
+the bootstrap's committed tables are its result, and a rerun needs the run folders). A planned run
 whose folder is gone (or unfinished) but whose record holds the same --epochs counts as finished: it is neither
 trained nor evaluated again, and the report reads its rows there.
 """
@@ -15,14 +16,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from utils.compare.image_matches import BOOTSTRAP_CACHE
 from utils.compare.runs import COST_FILE, read_history, run_name
 from utils.files import write_json_atomic
 
 ROWS_FILE = "rows.json"  # {"epochs": N, "rows": {"best": row, "last": row}}
 CHECKPOINTS = ("best", "last")
-KEPT_FILES = ("training_history.json", COST_FILE, "opt.yaml", "hyp.yaml",  # small, and what a report reads again
-              *(BOOTSTRAP_CACHE.format(checkpoint=c) for c in CHECKPOINTS))  # a bootstrap without the weights
+KEPT_FILES = ("training_history.json", COST_FILE, "opt.yaml", "hyp.yaml")  # small, and what a report reads again
 RUN_LOCAL = ("run_dir", "trained_now")  # row keys that describe one report, not the run
 
 
