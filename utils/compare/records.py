@@ -3,7 +3,7 @@
 A 40-epoch comparison spreads days of machine time over sessions whose run folders (weights and all) need not
 survive; its figures must. Given --records DIR, compare.py records every finished run it reports in
 DIR/<split>/<run>/: its comparison.csv rows scored at best.pt and at last.pt (rows.json), its training history and
-cost record; never weights, nor the per-image test matches a patient bootstrap resamples (binary, about 200 kB a run:
+cost record; never weights, nor the per-image test matches a patient bootstrap resamples (binary, about 400 kB a run:
 the bootstrap's committed tables are its result, and a rerun needs the run folders). A planned run
 whose folder is gone (or unfinished) but whose record holds the same --epochs counts as finished: it is neither
 trained nor evaluated again, and the report reads its rows there.
