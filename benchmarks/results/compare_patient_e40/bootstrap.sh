@@ -7,7 +7,7 @@
 # (--records), so a committed table is never rewritten with fewer runs.
 # Only the clean split: the patient split's table (bootstrap/) was made on 2026-12-01 from 28 runs whose folders, and
 # with them their per-image matches, were lost; any new table there would leave those runs out, so it is kept as made.
-# bootstrap_clean/ was made on 2026-12-07 from 32 runs: 3 seeds of every strategy but fixed_w0.3 and fixed_w1 (1 each).
+# bootstrap_clean/ was made on 2026-12-07 from 36 runs: 3 seeds of every strategy.
 PY=${PYTHON:-.venv/bin/python}
 HERE=benchmarks/results/compare_patient_e40
 split=med_patient_s0_clean
