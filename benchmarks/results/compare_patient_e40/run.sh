@@ -16,9 +16,10 @@
 #     strategy (the whole sweep once, so that val's pick there is made over all weights), then seeds 1-2 of all but
 #     fixed_w0.3 and fixed_w1, seed-major: GradNorm and the single-task references, the low fixed weights, dual,
 #     gradnorm_frozen (after its gradnorm), fixed_w0.1.
-#  5. Seeds 1-2 of fixed_w0.3 and fixed_w1 on both splits (moved ahead of seeds 3-4 on 2026-12-07: the issue asks
-#     for at least 3 seeds of every strategy, seeds 3-4 only as time allows). On seed 0 their detector hardly learns
-#     (test mAP50 0.012 at 0.3 on the patient split, val delta_m -44 %), so more seeds cannot move val's pick.
+#  5. Seeds 1-2 of fixed_w0.3 and fixed_w1 on both splits (moved ahead of seeds 3-4 on 2026-12-07: the issue asks for
+#     at least 3 seeds of every strategy, seeds 3-4 only as time allows; done 2026-12-07). On seed 0 their detector
+#     hardly learns (test mAP50 0.012 at 0.3 on the patient split, val delta_m -44 %), so more seeds cannot move val's
+#     pick.
 #  6. Seeds 3-4 on the patient split of what the conclusion turns on: GradNorm, the two fixed weights val ranks first
 #     over seeds 0-2 (0.003 +6.85 %, 0.01 +6.76 % val delta_m: a tie, so both), the single-task references every
 #     delta_m rests on; then gradnorm_frozen (after its gradnorm; the schedule question) and fixed_w0.001 (third on
